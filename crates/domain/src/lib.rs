@@ -1,1 +1,24 @@
-//! The pure domain of Ticketing. Not built yet.
+//! The pure domain of Ticketing: what may happen to an event's inventory and to user
+//! accounts, decided by pure functions.
+//!
+//! * [`aggregate`]: the [`Aggregate`] trait (`decide` a command into events, `evolve` state
+//!   by folding events), commands with their metadata (idempotency key, actor, time).
+//! * [`inventory`]: one ticketed event: details, tiers, seat map, holds, orders, tickets.
+//! * [`rejection`]: why a command was refused, with stable machine codes.
+//! * [`ids`], [`money`]: identifiers, validated values and stream names.
+//! * [`idempotency`]: how a retried command is recognised and answered again.
+//!
+//! Nothing here does IO, reads a clock, draws random numbers or knows about async
+//! runtimes: time, the acting user and new ids arrive in each command, so every decision
+//! is deterministic and can be replayed for audits.
+
+pub mod aggregate;
+pub mod idempotency;
+pub mod ids;
+pub mod inventory;
+pub mod money;
+pub mod rejection;
+
+pub use aggregate::{Actor, ActorRef, Aggregate, Command, CommandMeta, Decision, Role};
+pub use ids::{EventId, IdempotencyKey, OrderId, SeatId, TicketId, TierId, UserId};
+pub use rejection::Rejection;

@@ -1,0 +1,125 @@
+//! Idempotency: the record every accepted command leaves in its stream, and the in-memory
+//! ledger folded from those records that answers a retried command with its first outcome.
+//!
+//! Keys are scoped per stream and per acting user, so two users who happen to pick the same
+//! key never see each other's outcomes. The ledger keeps 64-bit hashes of the scoped key and
+//! of the command body instead of the strings, which keeps an actor's memory small; a hash
+//! collision between two keys would at worst make a different command look like a reuse of
+//! the key (refused), never hand a wrong outcome to a matching command.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::aggregate::{ActorRef, CommandMeta};
+use crate::ids::{IdempotencyKey, TICKETING_NAMESPACE};
+use crate::rejection::Rejection;
+
+/// What an accepted command leaves behind so that a retry can be recognised.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandRecord {
+    /// The idempotency key the command carried.
+    pub key: IdempotencyKey,
+    /// Who ran it (the key's scope).
+    pub actor: ActorRef,
+    /// A hash of the command body: a retry with the same key must carry the same body.
+    pub fingerprint: Uuid,
+    /// When it was decided (the command's `now`).
+    pub at: DateTime<Utc>,
+    /// The request the command came from.
+    pub correlation_id: Uuid,
+}
+
+impl CommandRecord {
+    /// The record of a command with this metadata and body.
+    pub fn new<C: Serialize>(meta: &CommandMeta, body: &C) -> Self {
+        Self {
+            key: meta.idempotency_key.clone(),
+            actor: meta.actor.reference(),
+            fingerprint: fingerprint(body),
+            at: meta.now,
+            correlation_id: meta.correlation_id,
+        }
+    }
+}
+
+/// A stable hash of a command body (its JSON form).
+pub fn fingerprint<C: Serialize>(body: &C) -> Uuid {
+    // Serialising plain data types cannot fail; an empty fallback would only weaken the
+    // reuse check, never the idempotency itself.
+    let json = serde_json::to_vec(body).unwrap_or_default();
+    Uuid::new_v5(&TICKETING_NAMESPACE, &json)
+}
+
+fn scoped_key_hash(actor: &ActorRef, key: &IdempotencyKey) -> u64 {
+    let scope = match actor {
+        ActorRef::User(id) => format!("user:{id}:"),
+        ActorRef::System => "system:".to_owned(),
+        ActorRef::Anonymous => "anonymous:".to_owned(),
+    };
+    let mut bytes = scope.into_bytes();
+    bytes.extend_from_slice(key.as_str().as_bytes());
+    low_bits(Uuid::new_v5(&TICKETING_NAMESPACE, &bytes))
+}
+
+fn low_bits(id: Uuid) -> u64 {
+    id.as_u64_pair().1
+}
+
+/// Decided keys of one stream and what they answered. `O` is the compact form of an outcome
+/// the aggregate chooses to keep.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ledger<O> {
+    /// Scoped key hash -> (body fingerprint, recorded outcome).
+    entries: HashMap<u64, (u64, O)>,
+}
+
+impl<O> Default for Ledger<O> {
+    fn default() -> Self {
+        Self {
+            entries: HashMap::new(),
+        }
+    }
+}
+
+impl<O> Ledger<O> {
+    /// The recorded outcome of a command with this key and body, if the key was decided;
+    /// a decided key with a different body is refused.
+    pub fn recall<C: Serialize>(
+        &self,
+        meta: &CommandMeta,
+        body: &C,
+    ) -> Result<Option<&O>, Rejection> {
+        let hash = scoped_key_hash(&meta.actor.reference(), &meta.idempotency_key);
+        match self.entries.get(&hash) {
+            None => Ok(None),
+            Some((fp, outcome)) if *fp == low_bits(fingerprint(body)) => Ok(Some(outcome)),
+            Some(_) => Err(Rejection::invalid(
+                "idempotencyKey",
+                format!(
+                    "idempotency key {:?} was already used for a different command",
+                    meta.idempotency_key.as_str()
+                ),
+            )),
+        }
+    }
+
+    /// Records a decided command (folding its record event).
+    pub fn record(&mut self, record: &CommandRecord, outcome: O) {
+        let hash = scoped_key_hash(&record.actor, &record.key);
+        self.entries
+            .insert(hash, (low_bits(record.fingerprint), outcome));
+    }
+
+    /// How many keys are recorded.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no key is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}

@@ -1,0 +1,204 @@
+//! What can be asked of one event's inventory. Commands carry raw input (signed integers,
+//! unvalidated strings) so that the domain, not each caller, rejects bad input with a
+//! precise message.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{EventId, OrderId, SeatId, TicketId, TierId};
+
+/// A command for one ticketed event's inventory (stream `inventory-<event id>`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum InventoryCommand {
+    /// Create the event; the acting organizer (or admin) becomes its organizer.
+    CreateEvent {
+        event_id: EventId,
+        details: DetailsInput,
+    },
+    /// Change some of the event's details; absent fields keep their value.
+    UpdateDetails { changes: DetailsPatch },
+    /// Set the window in which tickets sell.
+    SetSalesWindow {
+        opens_at: DateTime<Utc>,
+        closes_at: DateTime<Utc>,
+    },
+    /// Set (or with `None` remove) the most tickets one user may hold or own for this event.
+    SetPerUserLimit { limit: Option<i64> },
+    /// Make the event visible and sellable (within its sales window).
+    Publish,
+    /// Cancel the event: every live hold is cancelled, every paid order is cancelled with a
+    /// refund owed, every ticket becomes void.
+    CancelEvent { reason: String },
+    /// Add a ticket tier.
+    AddTier {
+        tier_id: TierId,
+        name: String,
+        price_minor: i64,
+        currency: String,
+        kind: TierKindInput,
+    },
+    /// Rename a tier.
+    RenameTier { tier_id: TierId, name: String },
+    /// Change a tier's price; orders already placed keep the price they were placed at.
+    RepriceTier {
+        tier_id: TierId,
+        price_minor: i64,
+        currency: String,
+    },
+    /// Change the capacity of an unseated tier (never below what is sold plus held).
+    ResizeTier { tier_id: TierId, capacity: i64 },
+    /// Add seats to the seat map, each in a seated tier (which grows by one per seat).
+    AddSeats { seats: Vec<SeatInput> },
+    /// Hold tickets for the acting user until `expires_at`.
+    PlaceHold(HoldRequest),
+    /// Hold and pay in one decision, for a payment that already succeeded synchronously.
+    /// If it is refused, the caller owns the payment and must void or refund it.
+    Purchase {
+        hold: HoldRequest,
+        payment: PaymentInput,
+    },
+    /// Release a live hold early (its owner, the organizer or an admin).
+    ReleaseHold { order_id: OrderId },
+    /// Expire a live hold whose time has come (run by the platform's clock).
+    ExpireHold { order_id: OrderId },
+    /// A payment for the order succeeded: issue tickets, or record a refund owed when the
+    /// hold is no longer live.
+    ConfirmPayment {
+        order_id: OrderId,
+        payment: PaymentInput,
+    },
+    /// Cancel an order, held or paid (a paid order is refunded and its tickets void).
+    CancelOrder { order_id: OrderId },
+    /// Check a ticket in at the door, once.
+    CheckIn { ticket_id: TicketId },
+}
+
+impl InventoryCommand {
+    /// A short stable name of the command, for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::CreateEvent { .. } => "CreateEvent",
+            Self::UpdateDetails { .. } => "UpdateDetails",
+            Self::SetSalesWindow { .. } => "SetSalesWindow",
+            Self::SetPerUserLimit { .. } => "SetPerUserLimit",
+            Self::Publish => "Publish",
+            Self::CancelEvent { .. } => "CancelEvent",
+            Self::AddTier { .. } => "AddTier",
+            Self::RenameTier { .. } => "RenameTier",
+            Self::RepriceTier { .. } => "RepriceTier",
+            Self::ResizeTier { .. } => "ResizeTier",
+            Self::AddSeats { .. } => "AddSeats",
+            Self::PlaceHold(_) => "PlaceHold",
+            Self::Purchase { .. } => "Purchase",
+            Self::ReleaseHold { .. } => "ReleaseHold",
+            Self::ExpireHold { .. } => "ExpireHold",
+            Self::ConfirmPayment { .. } => "ConfirmPayment",
+            Self::CancelOrder { .. } => "CancelOrder",
+            Self::CheckIn { .. } => "CheckIn",
+        }
+    }
+}
+
+/// An event's details as given when creating it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DetailsInput {
+    pub name: String,
+    pub description: String,
+    pub venue: String,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    /// References (URLs or storage keys) of the event's images.
+    pub images: Vec<String>,
+}
+
+/// A partial change of an event's details.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DetailsPatch {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub venue: Option<String>,
+    pub starts_at: Option<DateTime<Utc>>,
+    pub ends_at: Option<DateTime<Utc>>,
+    pub images: Option<Vec<String>>,
+}
+
+/// Whether a new tier sells quantities or named seats.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum TierKindInput {
+    /// General admission: `capacity` interchangeable tickets.
+    General { capacity: i64 },
+    /// Named seats; the capacity is the number of seats added to the tier.
+    Seated,
+}
+
+/// One seat of the seat map, as given.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeatInput {
+    /// The seat id, such as `A-12` (validated and upper-cased).
+    pub seat: String,
+    /// The seated tier it belongs to.
+    pub tier_id: TierId,
+}
+
+/// What a hold asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HoldRequest {
+    /// The new order's id (chosen by the caller).
+    pub order_id: OrderId,
+    /// The tier to buy from.
+    pub tier_id: TierId,
+    /// How many tickets, or which seats.
+    pub selection: Selection,
+    /// When the hold lapses unless paid.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Tickets of a general tier by quantity, or named seats of a seated tier.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Selection {
+    /// N interchangeable tickets.
+    Quantity { quantity: i64 },
+    /// These seats (ids as given; validated and upper-cased).
+    Seats { seats: Vec<String> },
+}
+
+/// A successful payment and the tickets it pays for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentInput {
+    /// The payment provider's reference of the payment (for refunds and audits).
+    pub payment_ref: String,
+    /// What was charged, in minor units.
+    pub amount_minor: i64,
+    /// The charged currency.
+    pub currency: String,
+    /// One seed per ticket to issue: its id and unguessable secret, generated outside the
+    /// domain so that decisions stay deterministic.
+    pub tickets: Vec<TicketSeed>,
+}
+
+/// The id and secret of a ticket to issue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketSeed {
+    pub ticket_id: TicketId,
+    /// An unguessable secret (at least [`MIN_SECRET_LEN`] characters).
+    pub secret: String,
+}
+
+/// Shortest ticket secret accepted, in characters (e.g. 128 bits in hex is 32).
+pub const MIN_SECRET_LEN: usize = 16;
+/// Longest ticket secret accepted, in characters.
+pub const MAX_SECRET_LEN: usize = 256;
+
+/// Seats are kept as validated ids inside the domain.
+pub(crate) fn parse_seats(raw: &[String]) -> Result<Vec<SeatId>, crate::Rejection> {
+    raw.iter().map(|s| SeatId::parse(s)).collect()
+}

@@ -1,0 +1,263 @@
+//! Folding inventory events into state. Events are facts: folding never refuses one, and an
+//! event that names something unknown (which `decide` never produces) is ignored rather
+//! than allowed to panic.
+
+use super::event::*;
+use super::outcome::InventoryOutcome;
+use super::{
+    EventInfo, EventStatus, Inventory, Order, OrderStatus, SalesWindow, Seat, Ticket, TicketStatus,
+    Tier,
+};
+use crate::ids::OrderId;
+
+impl Inventory {
+    pub(super) fn apply(&mut self, event: &InventoryEvent) {
+        use InventoryEvent as E;
+        match event {
+            E::EventCreated(e) => {
+                self.event = Some(EventInfo {
+                    id: e.event_id,
+                    organizer: e.organizer,
+                    details: e.details.clone(),
+                    status: EventStatus::Draft,
+                    sales_window: None,
+                    per_user_limit: None,
+                });
+            }
+            E::DetailsUpdated(e) => {
+                if let Some(info) = &mut self.event {
+                    info.details = e.details.clone();
+                }
+            }
+            E::SalesWindowSet(e) => {
+                if let Some(info) = &mut self.event {
+                    info.sales_window = Some(SalesWindow {
+                        opens_at: e.opens_at,
+                        closes_at: e.closes_at,
+                    });
+                }
+            }
+            E::PerUserLimitSet(e) => {
+                if let Some(info) = &mut self.event {
+                    info.per_user_limit = e.limit;
+                }
+            }
+            E::EventPublished(_) => {
+                if let Some(info) = &mut self.event {
+                    info.status = EventStatus::Published;
+                }
+            }
+            E::EventCancelled(_) => {
+                if let Some(info) = &mut self.event {
+                    info.status = EventStatus::Cancelled;
+                }
+            }
+            E::TierAdded(e) => {
+                if !self.tier_index.contains_key(&e.tier_id) {
+                    self.tier_index.insert(e.tier_id, self.tiers.len());
+                    self.tiers.push(Tier {
+                        id: e.tier_id,
+                        name: e.name.clone(),
+                        price: e.price,
+                        capacity: e.capacity,
+                        sold: 0,
+                        held: 0,
+                        seated: e.seated,
+                    });
+                }
+            }
+            E::TierRenamed(e) => {
+                if let Some(t) = self.tier_mut(e.tier_id) {
+                    t.name = e.name.clone();
+                }
+            }
+            E::TierRepriced(e) => {
+                if let Some(t) = self.tier_mut(e.tier_id) {
+                    t.price = e.price;
+                }
+            }
+            E::TierResized(e) => {
+                if let Some(t) = self.tier_mut(e.tier_id) {
+                    t.capacity = e.capacity;
+                }
+            }
+            E::SeatsAdded(e) => {
+                self.seats.reserve(e.seats.len());
+                self.seat_index.reserve(e.seats.len());
+                for a in &e.seats {
+                    let Some(&t) = self.tier_index.get(&a.tier_id) else {
+                        continue;
+                    };
+                    if self.seat_index.contains_key(&a.seat) {
+                        continue;
+                    }
+                    let Ok(pos) = u32::try_from(self.seats.len()) else {
+                        continue;
+                    };
+                    self.seat_index.insert(a.seat.clone(), pos);
+                    self.seats.push(Seat {
+                        id: a.seat.clone(),
+                        tier: t as u32,
+                        taken_by: None,
+                    });
+                    self.tiers[t].capacity += 1;
+                }
+            }
+            E::HoldPlaced(e) => self.place(e),
+            E::HoldReleased(e) => self.close_hold(e.order_id, OrderStatus::Released),
+            E::HoldExpired(e) => self.close_hold(e.order_id, OrderStatus::Expired),
+            E::OrderConfirmed(e) => self.confirm(e),
+            // A refund owed changes no stock: it is a fact for the payment side.
+            E::PaymentRefundOwed(_) => {}
+            E::OrderCancelled(e) => self.cancel(e.order_id),
+            E::TicketCheckedIn(e) => {
+                if let Some(&i) = self.ticket_index.get(&e.ticket_id) {
+                    self.tickets[i as usize].status = TicketStatus::CheckedIn { at: e.at };
+                }
+            }
+            E::CommandAccepted(e) => {
+                // Confirmed outcomes are kept without their ticket list, which the order
+                // already holds; `decide` rebuilds it on a retry.
+                let compact = match &e.outcome {
+                    InventoryOutcome::Confirmed { order_id, .. } => InventoryOutcome::Confirmed {
+                        order_id: *order_id,
+                        tickets: Vec::new(),
+                    },
+                    other => other.clone(),
+                };
+                self.ledger.record(&e.record, compact);
+            }
+        }
+    }
+
+    fn tier_mut(&mut self, id: crate::ids::TierId) -> Option<&mut Tier> {
+        let i = *self.tier_index.get(&id)?;
+        self.tiers.get_mut(i)
+    }
+
+    fn place(&mut self, e: &HoldPlaced) {
+        let Some(&t) = self.tier_index.get(&e.tier_id) else {
+            return;
+        };
+        if self.orders.contains_key(&e.order_id) {
+            return;
+        }
+        let seats: Box<[u32]> = e
+            .seats
+            .iter()
+            .filter_map(|s| self.seat_index.get(s).copied())
+            .collect();
+        for &s in seats.iter() {
+            self.seats[s as usize].taken_by = Some(e.order_id);
+        }
+        self.tiers[t].held += e.quantity;
+        *self.per_user.entry(e.user_id).or_default() += e.quantity;
+        self.live_hold_count += 1;
+        self.orders.insert(
+            e.order_id,
+            Order {
+                user: e.user_id,
+                tier: t as u32,
+                quantity: e.quantity,
+                seats,
+                status: OrderStatus::Held,
+                expires_at: e.expires_at,
+                total: e.total,
+                first_ticket: None,
+                payment_ref: None,
+            },
+        );
+    }
+
+    /// Ends a live hold without payment: its tickets go back to stock.
+    fn close_hold(&mut self, order_id: OrderId, status: OrderStatus) {
+        let Some(order) = self.orders.get_mut(&order_id) else {
+            return;
+        };
+        if order.status != OrderStatus::Held {
+            return;
+        }
+        order.status = status;
+        let (tier, quantity, user) = (order.tier as usize, order.quantity, order.user);
+        for &s in order.seats.iter() {
+            self.seats[s as usize].taken_by = None;
+        }
+        self.tiers[tier].held = self.tiers[tier].held.saturating_sub(quantity);
+        self.live_hold_count = self.live_hold_count.saturating_sub(1);
+        self.uncount_user(user, quantity);
+    }
+
+    fn confirm(&mut self, e: &OrderConfirmed) {
+        let Some(order) = self.orders.get_mut(&e.order_id) else {
+            return;
+        };
+        if order.status != OrderStatus::Held {
+            return;
+        }
+        let Ok(first) = u32::try_from(self.tickets.len()) else {
+            return;
+        };
+        order.status = OrderStatus::Paid;
+        order.first_ticket = Some(first);
+        order.payment_ref = Some(e.payment_ref.as_str().into());
+        let tier = order.tier as usize;
+        let quantity = order.quantity;
+        let seats = order.seats.clone();
+        self.tiers[tier].held = self.tiers[tier].held.saturating_sub(quantity);
+        self.tiers[tier].sold += quantity;
+        self.live_hold_count = self.live_hold_count.saturating_sub(1);
+        self.tickets.reserve(e.tickets.len());
+        for (i, t) in e.tickets.iter().enumerate() {
+            self.ticket_index.insert(t.ticket_id, first + i as u32);
+            self.tickets.push(Ticket {
+                id: t.ticket_id,
+                order: e.order_id,
+                seat: seats.get(i).copied(),
+                status: TicketStatus::Valid,
+            });
+        }
+    }
+
+    fn cancel(&mut self, order_id: OrderId) {
+        let Some(order) = self.orders.get(&order_id) else {
+            return;
+        };
+        match order.status {
+            OrderStatus::Held => self.close_hold(order_id, OrderStatus::Cancelled),
+            OrderStatus::Paid => {
+                let (tier, quantity, user, first) = (
+                    order.tier as usize,
+                    order.quantity,
+                    order.user,
+                    order.first_ticket,
+                );
+                for &s in order.seats.iter() {
+                    self.seats[s as usize].taken_by = None;
+                }
+                if let Some(first) = first {
+                    let range = first as usize..first as usize + quantity as usize;
+                    if let Some(tickets) = self.tickets.get_mut(range) {
+                        for t in tickets {
+                            t.status = TicketStatus::Void;
+                        }
+                    }
+                }
+                self.tiers[tier].sold = self.tiers[tier].sold.saturating_sub(quantity);
+                self.uncount_user(user, quantity);
+                if let Some(order) = self.orders.get_mut(&order_id) {
+                    order.status = OrderStatus::Cancelled;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn uncount_user(&mut self, user: crate::ids::UserId, quantity: u32) {
+        if let Some(n) = self.per_user.get_mut(&user) {
+            *n = n.saturating_sub(quantity);
+            if *n == 0 {
+                self.per_user.remove(&user);
+            }
+        }
+    }
+}
