@@ -1,0 +1,39 @@
+//! Payments: the port the command side charges through, a simulated provider, and the
+//! signed webhooks that carry late answers.
+//!
+//! * [`port`]: [`PaymentPort`] (`charge`, `refund`), its request and outcome types and
+//!   [`PaymentError`] with stable codes. Both calls are idempotent: an order is charged at
+//!   most once and a charge refunded at most once, whatever the retries and concurrency.
+//! * [`simulator`]: [`SimulatedProvider`], which decides by [`test_tokens`] and keeps an
+//!   in-memory [`Ledger`] of charges and refunds that tests inspect.
+//! * [`webhook`]: the [`WebhookEvent`] payload (`charge.succeeded`, `charge.failed`,
+//!   `refund.succeeded`), [`parse_webhook`] for the API's `/webhooks/payments` route
+//!   (signature and timestamp first, then parsing), and a bounded [`ReplayGuard`].
+//! * [`delivery`]: how the simulator sends webhooks: [`ChannelSink`] in-process,
+//!   [`HttpSink`] over HTTP with retries.
+//!
+//! How the command side uses it: charge with [`charge_within`] and a deadline; `Succeeded`
+//! confirms the order, `Declined` or [`PaymentError::TimedOut`] releases the hold, `Pending`
+//! keeps it until the webhook. A `charge.succeeded` that arrives for a hold that has expired
+//! is refunded (with [`RefundReason::HoldExpired`]), never turned into tickets.
+//!
+//! The test tokens and the webhook format are documented in `docs/payments.md`.
+
+pub mod delivery;
+pub mod port;
+pub mod simulator;
+pub mod webhook;
+
+pub use delivery::{ChannelSink, DeliveryError, HttpSink, WebhookDelivery, WebhookSink};
+pub use port::{
+    ChargeOutcome, ChargeRequest, DeclineReason, PaymentError, PaymentPort, RefundOutcome,
+    RefundReason, RefundRequest, charge_within,
+};
+pub use simulator::{
+    ChargeRecord, ChargeStatus, Ledger, RefundRecord, SimulatedProvider, SimulatorConfig,
+    test_tokens,
+};
+pub use webhook::{
+    MAX_WEBHOOK_BODY_BYTES, ReplayGuard, WebhookError, WebhookEvent, WebhookEventType,
+    parse_webhook,
+};

@@ -1,0 +1,484 @@
+//! A simulated payment provider: deterministic outcomes chosen by test tokens.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+use crate::delivery::{WebhookDelivery, WebhookSink};
+use crate::port::{
+    ChargeOutcome, ChargeRequest, DeclineReason, PaymentError, PaymentPort, RefundOutcome,
+    RefundReason, RefundRequest,
+};
+use crate::webhook::{WebhookEvent, WebhookEventType};
+
+/// The payment tokens the simulated provider understands. Any other token is refused with
+/// [`PaymentError::InvalidInput`] on the `token` field.
+pub mod test_tokens {
+    /// Succeeds at once.
+    pub const SUCCESS: &str = "tok_success";
+    /// Declined at once: `card_declined`.
+    pub const DECLINE: &str = "tok_decline";
+    /// Declined at once: `insufficient_funds`.
+    pub const INSUFFICIENT_FUNDS: &str = "tok_insufficient_funds";
+    /// Declined at once: `expired_card`.
+    pub const EXPIRED_CARD: &str = "tok_expired_card";
+    /// Never answers: the charge future stays pending, so the caller's timeout decides. No
+    /// money moves.
+    pub const TIMEOUT: &str = "tok_timeout";
+    /// Answers `Pending` at once; after the configured delay the money is taken and a
+    /// `charge.succeeded` webhook is delivered.
+    pub const WEBHOOK_SUCCESS: &str = "tok_webhook_success";
+    /// Answers `Pending` at once; after the configured delay a `charge.failed` webhook
+    /// (`card_declined`) is delivered.
+    pub const WEBHOOK_DECLINE: &str = "tok_webhook_decline";
+
+    /// Every token above.
+    pub const ALL: [&str; 7] = [
+        SUCCESS,
+        DECLINE,
+        INSUFFICIENT_FUNDS,
+        EXPIRED_CARD,
+        TIMEOUT,
+        WEBHOOK_SUCCESS,
+        WEBHOOK_DECLINE,
+    ];
+}
+
+/// What a token makes the simulated provider do.
+#[derive(Debug, Clone, Copy)]
+enum Behaviour {
+    Succeed,
+    Decline(DeclineReason),
+    NeverAnswer,
+    /// Answer `Pending`, then settle by webhook: success, or a decline with this reason.
+    Later(Option<DeclineReason>),
+}
+
+fn behaviour(token: &str) -> Result<Behaviour, PaymentError> {
+    use test_tokens::*;
+    Ok(match token {
+        SUCCESS => Behaviour::Succeed,
+        DECLINE => Behaviour::Decline(DeclineReason::CardDeclined),
+        INSUFFICIENT_FUNDS => Behaviour::Decline(DeclineReason::InsufficientFunds),
+        EXPIRED_CARD => Behaviour::Decline(DeclineReason::ExpiredCard),
+        TIMEOUT => Behaviour::NeverAnswer,
+        WEBHOOK_SUCCESS => Behaviour::Later(None),
+        WEBHOOK_DECLINE => Behaviour::Later(Some(DeclineReason::CardDeclined)),
+        _ => {
+            return Err(PaymentError::invalid(
+                "token",
+                format!(
+                    "unknown payment token; the simulated provider accepts {}",
+                    test_tokens::ALL.join(", ")
+                ),
+            ));
+        }
+    })
+}
+
+/// How the simulated provider behaves.
+#[derive(Clone)]
+pub struct SimulatorConfig {
+    /// Signs every webhook (`signature::sign`); the receiver verifies with the same secret.
+    pub webhook_secret: Vec<u8>,
+    /// How long a `Pending` charge takes to settle and send its webhook.
+    pub webhook_delay: Duration,
+    /// How long every charge takes before it answers, so tests can overlap calls.
+    pub processing_delay: Duration,
+}
+
+impl std::fmt::Debug for SimulatorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimulatorConfig")
+            .field("webhook_secret", &"<redacted>")
+            .field("webhook_delay", &self.webhook_delay)
+            .field("processing_delay", &self.processing_delay)
+            .finish()
+    }
+}
+
+impl SimulatorConfig {
+    /// Webhooks signed with `webhook_secret` and settled after 2 s; charges answer at once.
+    pub fn new(webhook_secret: impl Into<Vec<u8>>) -> Self {
+        Self {
+            webhook_secret: webhook_secret.into(),
+            webhook_delay: Duration::from_secs(2),
+            processing_delay: Duration::ZERO,
+        }
+    }
+}
+
+/// Where a charge stands in the simulated provider's books.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChargeStatus {
+    /// Answered `Pending`; the webhook has not been sent yet.
+    Pending,
+    /// The money was taken.
+    Succeeded,
+    /// Refused; no money moved.
+    Declined(DeclineReason),
+}
+
+impl ChargeStatus {
+    fn name(self) -> &'static str {
+        match self {
+            ChargeStatus::Pending => "pending",
+            ChargeStatus::Succeeded => "succeeded",
+            ChargeStatus::Declined(_) => "declined",
+        }
+    }
+}
+
+/// One charge attempt that got an answer (a `tok_timeout` charge never does, so it is not
+/// recorded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChargeRecord {
+    /// The provider's id of the charge.
+    pub charge_id: String,
+    /// The order charged.
+    pub order_id: Uuid,
+    /// Amount in minor units.
+    pub amount_minor: u64,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// The token used.
+    pub token: String,
+    /// Where it stands now.
+    pub status: ChargeStatus,
+}
+
+/// One refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundRecord {
+    /// The provider's id of the refund.
+    pub refund_id: String,
+    /// The charge refunded.
+    pub charge_id: String,
+    /// The order the charge paid for.
+    pub order_id: Uuid,
+    /// Amount given back in minor units: the whole charge.
+    pub amount_minor: u64,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// Why.
+    pub reason: RefundReason,
+}
+
+/// The simulated provider's books: every charge and refund, in the order they were made.
+///
+/// Kept in memory only: a simulation has no money to lose across restarts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ledger {
+    /// Every answered charge attempt.
+    pub charges: Vec<ChargeRecord>,
+    /// Every refund.
+    pub refunds: Vec<RefundRecord>,
+}
+
+impl Ledger {
+    /// The charges made for `order_id`.
+    pub fn charges_for(&self, order_id: Uuid) -> Vec<&ChargeRecord> {
+        self.charges
+            .iter()
+            .filter(|c| c.order_id == order_id)
+            .collect()
+    }
+
+    /// The refunds made for `order_id`.
+    pub fn refunds_for(&self, order_id: Uuid) -> Vec<&RefundRecord> {
+        self.refunds
+            .iter()
+            .filter(|r| r.order_id == order_id)
+            .collect()
+    }
+
+    /// Money taken for `order_id`, in minor units, refunds not deducted.
+    pub fn captured_minor(&self, order_id: Uuid) -> u64 {
+        self.charges_for(order_id)
+            .iter()
+            .filter(|c| c.status == ChargeStatus::Succeeded)
+            .map(|c| c.amount_minor)
+            .sum()
+    }
+
+    /// Money given back for `order_id`, in minor units.
+    pub fn refunded_minor(&self, order_id: Uuid) -> u64 {
+        self.refunds_for(order_id)
+            .iter()
+            .map(|r| r.amount_minor)
+            .sum()
+    }
+
+    fn charge_mut(&mut self, charge_id: &str) -> Option<&mut ChargeRecord> {
+        self.charges.iter_mut().find(|c| c.charge_id == charge_id)
+    }
+}
+
+/// A payment provider that decides by token, keeps its books in memory and sends signed
+/// webhooks through a [`WebhookSink`]. Cheap to clone; clones share the books.
+///
+/// Must be used inside a Tokio runtime: pending charges settle on spawned tasks.
+#[derive(Clone)]
+pub struct SimulatedProvider {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Tokens' timing and the webhook secret.
+    config: SimulatorConfig,
+    /// Where webhooks go.
+    sink: Arc<dyn WebhookSink>,
+    /// One slot per order ever charged: the request that claimed it (to detect a retry
+    /// with other parameters) and the first outcome, which every later call returns. The
+    /// cell also makes concurrent calls wait for the one in flight instead of charging.
+    orders: Mutex<HashMap<Uuid, OrderSlot>>,
+    /// The books; refunds are decided under this lock, which makes them idempotent.
+    ledger: Mutex<Ledger>,
+}
+
+struct OrderSlot {
+    request: ChargeRequest,
+    outcome: Arc<OnceCell<ChargeOutcome>>,
+}
+
+impl std::fmt::Debug for SimulatedProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimulatedProvider")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimulatedProvider {
+    /// A provider with empty books that sends its webhooks to `sink`.
+    pub fn new(config: SimulatorConfig, sink: Arc<dyn WebhookSink>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                sink,
+                orders: Mutex::new(HashMap::new()),
+                ledger: Mutex::new(Ledger::default()),
+            }),
+        }
+    }
+
+    /// A copy of the books as they are now.
+    pub fn ledger(&self) -> Ledger {
+        self.inner.ledger.lock().clone()
+    }
+}
+
+#[async_trait]
+impl PaymentPort for SimulatedProvider {
+    async fn charge(&self, request: ChargeRequest) -> Result<ChargeOutcome, PaymentError> {
+        request.validate()?;
+        let behaviour = behaviour(&request.token)?;
+        let cell = {
+            let mut orders = self.inner.orders.lock();
+            let slot = orders.entry(request.order_id).or_insert_with(|| OrderSlot {
+                request: request.clone(),
+                outcome: Arc::new(OnceCell::new()),
+            });
+            if slot.request != request {
+                return Err(PaymentError::IdempotencyConflict {
+                    order_id: request.order_id,
+                });
+            }
+            slot.outcome.clone()
+        };
+        // If the caller in flight gives up (its future is dropped) before the answer, the
+        // next waiter runs the charge instead: nothing was recorded before the answer.
+        let outcome = cell
+            .get_or_init(|| Inner::execute(&self.inner, request, behaviour))
+            .await;
+        Ok(outcome.clone())
+    }
+
+    async fn refund(&self, request: RefundRequest) -> Result<RefundOutcome, PaymentError> {
+        let (record, outcome) = {
+            let mut ledger = self.inner.ledger.lock();
+            let charge = ledger
+                .charges
+                .iter()
+                .find(|c| c.charge_id == request.charge_id)
+                .ok_or_else(|| PaymentError::UnknownCharge {
+                    charge_id: request.charge_id.clone(),
+                })?;
+            if charge.order_id != request.order_id {
+                return Err(PaymentError::invalid(
+                    "order_id",
+                    "the charge did not pay for this order",
+                ));
+            }
+            if charge.status != ChargeStatus::Succeeded {
+                return Err(PaymentError::NotRefundable {
+                    charge_id: request.charge_id,
+                    status: charge.status.name(),
+                });
+            }
+            if let Some(done) = ledger
+                .refunds
+                .iter()
+                .find(|r| r.charge_id == request.charge_id)
+            {
+                return Ok(refund_outcome(done));
+            }
+            let record = RefundRecord {
+                refund_id: new_id("re"),
+                charge_id: charge.charge_id.clone(),
+                order_id: charge.order_id,
+                amount_minor: charge.amount_minor,
+                currency: charge.currency.clone(),
+                reason: request.reason,
+            };
+            ledger.refunds.push(record.clone());
+            let outcome = refund_outcome(&record);
+            (record, outcome)
+        };
+        let event = WebhookEvent {
+            id: new_id("evt"),
+            kind: WebhookEventType::RefundSucceeded,
+            charge_id: record.charge_id,
+            order_id: record.order_id,
+            amount: record.amount_minor,
+            currency: record.currency,
+            created: unix_now(),
+            failure_reason: None,
+            refund_id: Some(record.refund_id),
+            refund_reason: Some(record.reason),
+        };
+        let inner = self.inner.clone();
+        tokio::spawn(async move { inner.send(event).await });
+        Ok(outcome)
+    }
+}
+
+fn refund_outcome(record: &RefundRecord) -> RefundOutcome {
+    RefundOutcome::Succeeded {
+        refund_id: record.refund_id.clone(),
+        amount_minor: record.amount_minor,
+        currency: record.currency.clone(),
+    }
+}
+
+impl Inner {
+    /// Runs one charge to its answer. Nothing is recorded before the last await, so a
+    /// dropped call leaves no trace.
+    async fn execute(
+        self: &Arc<Self>,
+        request: ChargeRequest,
+        behaviour: Behaviour,
+    ) -> ChargeOutcome {
+        if !self.config.processing_delay.is_zero() {
+            tokio::time::sleep(self.config.processing_delay).await;
+        }
+        let charge_id = new_id("ch");
+        let (status, outcome) = match behaviour {
+            Behaviour::NeverAnswer => return std::future::pending().await,
+            Behaviour::Succeed => (
+                ChargeStatus::Succeeded,
+                ChargeOutcome::Succeeded {
+                    charge_id: charge_id.clone(),
+                },
+            ),
+            Behaviour::Decline(reason) => (
+                ChargeStatus::Declined(reason),
+                ChargeOutcome::Declined { reason },
+            ),
+            Behaviour::Later(_) => (
+                ChargeStatus::Pending,
+                ChargeOutcome::Pending {
+                    charge_id: charge_id.clone(),
+                },
+            ),
+        };
+        self.ledger.lock().charges.push(ChargeRecord {
+            charge_id: charge_id.clone(),
+            order_id: request.order_id,
+            amount_minor: request.amount_minor,
+            currency: request.currency,
+            token: request.token,
+            status,
+        });
+        // Spawned only once the charge is in the books, where the settlement looks for it.
+        if let Behaviour::Later(settlement) = behaviour {
+            let inner = self.clone();
+            tokio::spawn(async move { inner.settle_later(charge_id, settlement).await });
+        }
+        outcome
+    }
+
+    /// Settles a pending charge after the webhook delay and reports it by webhook.
+    async fn settle_later(self: Arc<Self>, charge_id: String, decline: Option<DeclineReason>) {
+        tokio::time::sleep(self.config.webhook_delay).await;
+        let event = {
+            let mut ledger = self.ledger.lock();
+            let Some(charge) = ledger.charge_mut(&charge_id) else {
+                // Recorded before this task was spawned, and never removed.
+                tracing::error!(%charge_id, "pending charge missing from the ledger");
+                return;
+            };
+            charge.status = match decline {
+                None => ChargeStatus::Succeeded,
+                Some(reason) => ChargeStatus::Declined(reason),
+            };
+            WebhookEvent {
+                id: new_id("evt"),
+                kind: match decline {
+                    None => WebhookEventType::ChargeSucceeded,
+                    Some(_) => WebhookEventType::ChargeFailed,
+                },
+                charge_id: charge.charge_id.clone(),
+                order_id: charge.order_id,
+                amount: charge.amount_minor,
+                currency: charge.currency.clone(),
+                created: unix_now(),
+                failure_reason: decline,
+                refund_id: None,
+                refund_reason: None,
+            }
+        };
+        self.send(event).await;
+    }
+
+    /// Signs and delivers one webhook; a delivery that finally fails is logged.
+    async fn send(&self, event: WebhookEvent) {
+        let body = match serde_json::to_vec(&event) {
+            Ok(body) => body,
+            Err(error) => {
+                tracing::error!(%error, "cannot serialise a payment webhook");
+                return;
+            }
+        };
+        let signature_header = signature::sign(&self.config.webhook_secret, unix_now(), &body);
+        let delivery = WebhookDelivery {
+            event,
+            body,
+            signature_header,
+        };
+        if let Err(error) = self.sink.deliver(&delivery).await {
+            tracing::warn!(
+                event_id = %delivery.event.id,
+                kind = delivery.event.kind.as_str(),
+                %error,
+                "payment webhook not delivered"
+            );
+        }
+    }
+}
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", Uuid::new_v4().simple())
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
