@@ -19,6 +19,10 @@
 //! see [`MAX_EVENT_BYTES`], [`MAX_APPEND_BYTES`], [`MAX_EVENTS_PER_APPEND`] and
 //! [`MAX_EVENT_TYPE_LEN`].
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
+pub mod sqlite;
+
 use std::fmt;
 use std::pin::Pin;
 
