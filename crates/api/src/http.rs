@@ -1,0 +1,825 @@
+//! The HTTP server around a GraphQL schema.
+//!
+//! Routes:
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /graphql` | GraphQL queries and mutations (`application/json`, one operation per request) |
+//! | `GET /graphql` | the GraphiQL page |
+//! | `GET /graphql/ws` | subscriptions over WebSocket: `graphql-transport-ws`, and the legacy `graphql-ws` |
+//! | `GET /healthz` | liveness: the process serves HTTP |
+//! | `GET /readyz` | readiness: 200 once the caller marks the service ready ([`Readiness`]) |
+//! | `GET /metrics` | Prometheus metrics of the whole process |
+//! | `POST /webhooks/payments` | the payment provider's webhook, when the caller supplies a handler |
+//!
+//! Around every route: a request id (`x-request-id`, taken from the client when well formed,
+//! otherwise generated, and echoed in the response), a tracing span carrying it, request
+//! count and latency metrics, CORS from the configuration, the body size limit (413), and
+//! a panic guard that answers `INTERNAL` instead of dropping the connection.
+//!
+//! Each GraphQL request, and each WebSocket connection, is authenticated once before the
+//! schema runs; a request with an invalid token is refused with 401 and `UNAUTHENTICATED`,
+//! an anonymous one runs with no user. The schema sees a [`RequestContext`] and the shared
+//! `Arc<RateLimits>` in its data.
+//!
+//! [`HttpService::serve`] takes the listener and a shutdown future from the caller. On
+//! shutdown it stops accepting connections, lets in-flight requests finish, closes every
+//! WebSocket with `1001 Going Away` (so clients reconnect elsewhere), and waits for all of
+//! that up to the configured grace period.
+
+use std::{
+    convert::Infallible,
+    future::{Future, IntoFuture},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use async_graphql::{Data, Executor, http::GraphiQLSource};
+use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
+use axum::{
+    Router,
+    body::{Body, Bytes},
+    extract::{
+        ConnectInfo, DefaultBodyLimit, FromRequestParts, MatchedPath, State, WebSocketUpgrade,
+        rejection::BytesRejection,
+        ws::{CloseFrame, Message, WebSocket},
+    },
+    handler::Handler,
+    http::{
+        HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header, request::Parts,
+    },
+    middleware::{self, Next},
+    response::{Html, IntoResponse, Response},
+    routing::{get, post},
+};
+use futures::{SinkExt as _, StreamExt as _, future};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, watch},
+};
+use tower::ServiceBuilder;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    cors::{AllowOrigin, CorsLayer},
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+use tracing::Instrument as _;
+
+use crate::{
+    auth::JwtCodec,
+    config::ServiceConfig,
+    context::RequestContext,
+    error::{ApiError, with_correlation_id},
+    rate_limit::RateLimits,
+};
+
+/// The request id header, read from clients and echoed in responses.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Close code sent to WebSocket subscribers when the server shuts down.
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+
+/// Close code sent when `connection_init` carries invalid credentials, as
+/// `graphql-transport-ws` recommends (`4403: Forbidden`).
+pub const CLOSE_FORBIDDEN: u16 = 4403;
+
+/// HTTP settings taken from [`ServiceConfig`].
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Origins allowed by CORS; `*` alone allows any; empty allows none.
+    pub cors_origins: Vec<String>,
+    /// Largest request body (and WebSocket message) accepted, in bytes.
+    pub body_limit: usize,
+    /// Whether the last `X-Forwarded-For` entry is the client address.
+    pub trust_forwarded_for: bool,
+    /// How long shutdown waits for requests and subscribers.
+    pub shutdown_grace: Duration,
+}
+
+impl HttpOptions {
+    /// The HTTP settings of the service configuration.
+    pub fn from_config(config: &ServiceConfig) -> Self {
+        Self {
+            cors_origins: config.cors_origins.clone(),
+            body_limit: config.body_limit,
+            trust_forwarded_for: config.trust_forwarded_for,
+            shutdown_grace: config.shutdown_grace,
+        }
+    }
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self::from_config(&ServiceConfig::default())
+    }
+}
+
+/// Whether the service is ready for traffic, as `/readyz` reports it. Starts not ready;
+/// the caller marks it ready (for example once projections have caught up).
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// Marks the service ready (or not ready again).
+    pub fn set_ready(&self, ready: bool) {
+        self.0.store(ready, Ordering::Release);
+    }
+
+    /// Whether the service is ready.
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Why the HTTP service could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// A CORS origin is not a valid header value.
+    #[error("invalid CORS origin {0:?}")]
+    InvalidCorsOrigin(String),
+    /// The Prometheus recorder could not be installed.
+    #[error("cannot install the Prometheus metrics recorder: {0}")]
+    Metrics(String),
+}
+
+/// Installs the process-wide Prometheus recorder once and returns its handle; every later
+/// call returns the same handle. Metrics recorded anywhere in the process with the
+/// `metrics` macros appear at `/metrics`.
+pub fn prometheus_handle() -> Result<PrometheusHandle, HttpError> {
+    static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("http_request_duration_seconds".to_owned()),
+                    &[
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                        10.0,
+                    ],
+                )
+                .map_err(|error| error.to_string())?
+                .install_recorder()
+                .map_err(|error| error.to_string())
+        })
+        .clone()
+        .map_err(HttpError::Metrics)
+}
+
+/// Builds an [`HttpService`]: the schema, the auth and rate-limit services, options, and
+/// optional extra routes.
+pub struct HttpServiceBuilder<E> {
+    /// The GraphQL schema (any async-graphql executor).
+    executor: E,
+    /// Verifies bearer tokens.
+    jwt: Arc<JwtCodec>,
+    /// Shared with resolvers through the request data.
+    rate_limits: Arc<RateLimits>,
+    /// Limits, CORS, shutdown grace.
+    options: HttpOptions,
+    /// The payment webhook route, when the payments integration supplies one.
+    payment_webhook: Option<Router>,
+    /// Shared with whoever decides when the service is ready.
+    readiness: Readiness,
+}
+
+impl<E: Executor> HttpServiceBuilder<E> {
+    /// Serves `handler` at `POST /webhooks/payments`. It receives the raw request (body
+    /// limit applied), so it can verify the provider's signature over the exact bytes.
+    #[must_use]
+    pub fn payment_webhook<H, T>(mut self, handler: H) -> Self
+    where
+        H: Handler<T, ()>,
+        T: 'static,
+    {
+        self.payment_webhook = Some(Router::new().route("/webhooks/payments", post(handler)));
+        self
+    }
+
+    /// Uses `readiness` (instead of a fresh handle) for `/readyz`.
+    #[must_use]
+    pub fn readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = readiness;
+        self
+    }
+
+    /// Builds the service.
+    pub fn build(self) -> Result<HttpService, HttpError> {
+        let metrics = prometheus_handle()?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (sessions_tx, sessions_rx) = mpsc::channel(1);
+        let state = Shared(Arc::new(Inner {
+            executor: self.executor,
+            jwt: self.jwt,
+            rate_limits: Arc::clone(&self.rate_limits),
+            body_limit: self.options.body_limit,
+            trust_forwarded_for: self.options.trust_forwarded_for,
+            readiness: self.readiness.clone(),
+            metrics: metrics.clone(),
+            shutdown: shutdown_rx,
+            sessions: sessions_tx,
+        }));
+
+        let mut router = Router::new()
+            .route("/graphql", get(graphiql).post(graphql_post::<E>))
+            .route("/graphql/ws", get(graphql_ws::<E>))
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz::<E>))
+            .route("/metrics", get(metrics_page::<E>))
+            .with_state(state);
+        if let Some(webhook) = self.payment_webhook {
+            router = router.merge(webhook);
+        }
+
+        let cors = cors_layer(&self.options.cors_origins)?;
+        let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+        let layers = ServiceBuilder::new()
+            .layer(middleware::from_fn(drop_malformed_request_id))
+            .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+            .layer(TraceLayer::new_for_http().make_span_with(request_span))
+            .layer(PropagateRequestIdLayer::new(request_id))
+            .layer(CatchPanicLayer::custom(panic_response))
+            .layer(middleware::from_fn(record_metrics))
+            .option_layer(cors)
+            .layer(DefaultBodyLimit::max(self.options.body_limit));
+        let router = router.layer(layers);
+
+        Ok(HttpService {
+            router,
+            readiness: self.readiness,
+            rate_limits: self.rate_limits,
+            metrics,
+            shutdown: shutdown_tx,
+            sessions: sessions_rx,
+            grace: self.options.shutdown_grace,
+        })
+    }
+}
+
+/// The HTTP/GraphQL service, ready to serve on a listener.
+pub struct HttpService {
+    /// All routes and middleware.
+    router: Router,
+    /// Reported by `/readyz`; shared with the caller.
+    readiness: Readiness,
+    /// Pruned periodically while serving.
+    rate_limits: Arc<RateLimits>,
+    /// Needs periodic upkeep while serving.
+    metrics: PrometheusHandle,
+    /// Tells WebSocket sessions to close when shutdown starts.
+    shutdown: watch::Sender<bool>,
+    /// Ends (every sender dropped) once every WebSocket session has finished.
+    sessions: mpsc::Receiver<()>,
+    /// How long shutdown waits for requests and then for subscribers.
+    grace: Duration,
+}
+
+impl std::fmt::Debug for HttpService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpService")
+            .field("ready", &self.readiness.is_ready())
+            .field("grace", &self.grace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpService {
+    /// Starts building a service for `executor` (an async-graphql `Schema`, built through
+    /// [`crate::graphql::configure_schema`]).
+    pub fn builder<E: Executor>(
+        executor: E,
+        jwt: Arc<JwtCodec>,
+        rate_limits: Arc<RateLimits>,
+        options: HttpOptions,
+    ) -> HttpServiceBuilder<E> {
+        HttpServiceBuilder {
+            executor,
+            jwt,
+            rate_limits,
+            options,
+            payment_webhook: None,
+            readiness: Readiness::default(),
+        }
+    }
+
+    /// The readiness handle `/readyz` reports.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then shuts down gracefully (see
+    /// the module docs). Returns once every connection is closed or the grace period is
+    /// over.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Self {
+            router,
+            rate_limits,
+            metrics,
+            shutdown: shutdown_tx,
+            mut sessions,
+            grace,
+            ..
+        } = self;
+        let local_addr = listener.local_addr()?;
+        tracing::info!(%local_addr, "serving HTTP");
+
+        let housekeeping = tokio::spawn(housekeeping(rate_limits, metrics));
+        let mut shutdown_started = shutdown_tx.subscribe();
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutdown requested: draining requests and closing subscriptions");
+            shutdown_tx.send_replace(true);
+        })
+        .into_future();
+        tokio::pin!(server);
+
+        let result = tokio::select! {
+            result = &mut server => result,
+            _ = shutdown_started.wait_for(|started| *started) => {
+                match tokio::time::timeout(grace, &mut server).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        tracing::warn!(?grace, "requests still in flight after the grace period; dropping them");
+                        Ok(())
+                    }
+                }
+            }
+        };
+
+        // The router (and the session sender in its state) is gone; what remains are the
+        // senders held by live WebSocket sessions, each closing with 1001.
+        match tokio::time::timeout(grace, sessions.recv()).await {
+            Ok(_) => tracing::info!("all subscriptions closed"),
+            Err(_) => tracing::warn!(?grace, "subscriptions still open after the grace period"),
+        }
+        housekeeping.abort();
+        result
+    }
+}
+
+/// Periodic upkeep while serving: metric histograms are drained and idle rate-limit keys
+/// forgotten, so neither grows without bound.
+async fn housekeeping(rate_limits: Arc<RateLimits>, metrics: PrometheusHandle) {
+    let mut interval = tokio::time::interval(Duration::from_secs(10));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
+    loop {
+        interval.tick().await;
+        metrics.run_upkeep();
+        ticks += 1;
+        if ticks % 6 == 0 {
+            rate_limits.prune();
+            metrics::gauge!("api_rate_limit_tracked_clients")
+                .set(rate_limits.tracked_clients() as f64);
+        }
+    }
+}
+
+/// State shared by the handlers; cloning is a reference count.
+struct Shared<E>(Arc<Inner<E>>);
+
+impl<E> Clone for Shared<E> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+struct Inner<E> {
+    /// Runs GraphQL requests and subscriptions.
+    executor: E,
+    /// Authenticates each request and connection.
+    jwt: Arc<JwtCodec>,
+    /// Handed to resolvers in the request data.
+    rate_limits: Arc<RateLimits>,
+    /// Also caps WebSocket messages.
+    body_limit: usize,
+    /// Whether `X-Forwarded-For` names the client.
+    trust_forwarded_for: bool,
+    /// Reported by `/readyz`.
+    readiness: Readiness,
+    /// Rendered by `/metrics`.
+    metrics: PrometheusHandle,
+    /// Flips to `true` when shutdown starts; WebSocket sessions watch it.
+    shutdown: watch::Receiver<bool>,
+    /// Cloned into each WebSocket session and dropped when it ends, so `serve` can wait
+    /// for all of them.
+    sessions: mpsc::Sender<()>,
+}
+
+/// Who is calling: the request id and the client address.
+struct Caller {
+    request_id: Arc<str>,
+    client_ip: IpAddr,
+}
+
+impl<E: Send + Sync> FromRequestParts<Shared<E>> for Caller {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Shared<E>,
+    ) -> Result<Self, Self::Rejection> {
+        let request_id: Arc<str> = parts
+            .headers
+            .get(REQUEST_ID_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .into();
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+        let client_ip = if state.0.trust_forwarded_for {
+            forwarded_client(&parts.headers).unwrap_or(peer)
+        } else {
+            peer
+        };
+        Ok(Self {
+            request_id,
+            client_ip,
+        })
+    }
+}
+
+/// The address the nearest proxy saw: the last `X-Forwarded-For` entry (earlier entries
+/// are whatever the client claimed).
+fn forwarded_client(headers: &HeaderMap) -> Option<IpAddr> {
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .next_back()?
+        .to_str()
+        .ok()?
+        .rsplit(',')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+async fn graphiql() -> Html<String> {
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
+            .finish(),
+    )
+}
+
+async fn graphql_post<E: Executor>(
+    State(state): State<Shared<E>>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let state = &state.0;
+    let user = match state.jwt.authenticate_headers(&headers) {
+        Ok(user) => user,
+        Err(error) => return ApiError::Unauthenticated(error).into_response(),
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return ApiError::PayloadTooLarge {
+                limit: state.body_limit,
+            }
+            .into_response();
+        }
+        Err(rejection) => {
+            return ApiError::invalid_input(format!(
+                "could not read the request body: {rejection}"
+            ))
+            .into_response();
+        }
+    };
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        let mut response = ApiError::invalid_input(
+            "send the GraphQL request as JSON with `Content-Type: application/json`",
+        )
+        .into_response();
+        *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        return response;
+    }
+    if body.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'[') {
+        return ApiError::invalid_input(
+            "batched requests are not supported: send one operation per request",
+        )
+        .into_response();
+    }
+    let request: async_graphql::Request = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => {
+            return ApiError::invalid_input(format!("the body is not a GraphQL request: {error}"))
+                .into_response();
+        }
+    };
+    let context = RequestContext {
+        request_id: Arc::clone(&caller.request_id),
+        client_ip: caller.client_ip,
+        user,
+    };
+    let request = request.data(context).data(Arc::clone(&state.rate_limits));
+    let response = with_correlation_id(caller.request_id, state.executor.execute(request)).await;
+    GraphQLResponse::from(response).into_response()
+}
+
+async fn graphql_ws<E: Executor>(
+    State(state): State<Shared<E>>,
+    caller: Caller,
+    headers: HeaderMap,
+    protocol: Result<GraphQLProtocol, StatusCode>,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let Ok(protocol) = protocol else {
+        return ApiError::invalid_input(
+            "unsupported WebSocket subprotocol: use graphql-transport-ws (or the legacy graphql-ws)",
+        )
+        .into_response();
+    };
+    if *state.0.shutdown.borrow() {
+        return ApiError::Unavailable("the server is shutting down".into()).into_response();
+    }
+    // Clients that can set headers may authenticate the upgrade itself; others send the
+    // token in `connection_init`, which takes precedence.
+    let header_user = match state.0.jwt.authenticate_headers(&headers) {
+        Ok(user) => user,
+        Err(error) => return ApiError::Unauthenticated(error).into_response(),
+    };
+    let context = RequestContext {
+        request_id: Arc::clone(&caller.request_id),
+        client_ip: caller.client_ip,
+        user: header_user,
+    };
+    let span = tracing::info_span!("websocket", request_id = %caller.request_id, client_ip = %caller.client_ip);
+    let session_guard = state.0.sessions.clone();
+    upgrade
+        .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
+        .max_message_size(state.0.body_limit)
+        .max_frame_size(state.0.body_limit)
+        .on_upgrade(move |socket| {
+            let session = async move {
+                websocket_session(socket, state, protocol, context).await;
+                drop(session_guard);
+            };
+            with_correlation_id(caller.request_id, session).instrument(span)
+        })
+}
+
+/// One WebSocket connection: runs the GraphQL protocol until the client leaves or the
+/// server shuts down, then closes cleanly.
+async fn websocket_session<E: Executor>(
+    socket: WebSocket,
+    state: Shared<E>,
+    protocol: GraphQLProtocol,
+    context: RequestContext,
+) {
+    metrics::gauge!("api_websocket_sessions").increment(1.0);
+    let state = state.0;
+    let (mut sink, mut stream) = socket.split();
+    let mut shutdown = state.shutdown.clone();
+    let shutting_down = async move {
+        let _ = shutdown.wait_for(|started| *started).await;
+    };
+    let rejected = Arc::new(AtomicBool::new(false));
+
+    let on_connection_init = {
+        let jwt = Arc::clone(&state.jwt);
+        let rate_limits = Arc::clone(&state.rate_limits);
+        let rejected = Arc::clone(&rejected);
+        move |payload: serde_json::Value| async move {
+            let user = match jwt.authenticate_connection_init(&payload) {
+                Ok(Some(user)) => Some(user),
+                Ok(None) => context.user.clone(),
+                Err(error) => {
+                    rejected.store(true, Ordering::Release);
+                    return Err(async_graphql::Error::new(format!(
+                        "UNAUTHENTICATED: {error}"
+                    )));
+                }
+            };
+            let mut data = Data::default();
+            data.insert(RequestContext { user, ..context });
+            data.insert(rate_limits);
+            Ok(data)
+        }
+    };
+
+    // async-graphql closes a refused `connection_init` with 1002; the protocol recommends
+    // 4403, which tells clients not to retry with the same credentials.
+    let close_code = {
+        let rejected = Arc::clone(&rejected);
+        move |message: Message| {
+            future::ready(Ok::<_, axum::Error>(match message {
+                Message::Close(Some(frame)) if rejected.load(Ordering::Acquire) => {
+                    Message::Close(Some(CloseFrame {
+                        code: CLOSE_FORBIDDEN,
+                        reason: frame.reason,
+                    }))
+                }
+                other => other,
+            }))
+        }
+    };
+    let input = (&mut stream).take_until(shutting_down);
+    GraphQLWebSocket::new_with_pair(
+        (&mut sink).with(close_code),
+        input,
+        state.executor.clone(),
+        protocol,
+    )
+    .on_connection_init(on_connection_init)
+    .serve()
+    .await;
+
+    if *state.shutdown.borrow() {
+        let frame = CloseFrame {
+            code: CLOSE_GOING_AWAY,
+            reason: "server is shutting down".into(),
+        };
+        if sink.send(Message::Close(Some(frame))).await.is_ok() {
+            // Wait briefly for the client's closing frame so the close handshake completes.
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                while let Some(Ok(message)) = stream.next().await {
+                    if matches!(message, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+    }
+    let _ = sink.close().await;
+    metrics::gauge!("api_websocket_sessions").decrement(1.0);
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz<E: Executor>(State(state): State<Shared<E>>) -> Response {
+    if state.0.readiness.is_ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+async fn metrics_page<E: Executor>(State(state): State<Shared<E>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.0.metrics.render(),
+    )
+        .into_response()
+}
+
+fn cors_layer(origins: &[String]) -> Result<Option<CorsLayer>, HttpError> {
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let allow_origin = if origins.iter().any(|origin| origin == "*") {
+        AllowOrigin::any()
+    } else {
+        let values = origins
+            .iter()
+            .map(|origin| {
+                HeaderValue::from_str(origin)
+                    .map_err(|_| HttpError::InvalidCorsOrigin(origin.clone()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        AllowOrigin::list(values)
+    };
+    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allow_origin)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                request_id.clone(),
+            ])
+            .expose_headers([request_id])
+            .max_age(Duration::from_secs(3600)),
+    ))
+}
+
+/// Longest client-supplied request id kept.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Drops a client `x-request-id` that is too long or has characters outside
+/// `[A-Za-z0-9._:-]`, so logs and stored event metadata only ever hold tame ids; a fresh
+/// one is generated instead.
+async fn drop_malformed_request_id(mut request: Request<Body>, next: Next) -> Response {
+    let malformed = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .is_some_and(|value| {
+            let bytes = value.as_bytes();
+            bytes.is_empty()
+                || bytes.len() > MAX_REQUEST_ID_LEN
+                || !bytes
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        });
+    if malformed {
+        request.headers_mut().remove(REQUEST_ID_HEADER);
+    }
+    next.run(request).await
+}
+
+fn request_span(request: &Request<Body>) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!(
+        "http",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = %request_id,
+    )
+}
+
+/// Counts requests and records their latency, labelled by route pattern (not raw path,
+/// which would give one series per id).
+async fn record_metrics(request: Request<Body>, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("non-string panic payload");
+    ApiError::internal(anyhow::anyhow!("panic while serving a request: {detail}")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_takes_the_last_entry() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 192.0.2.9"),
+        );
+        assert_eq!(
+            forwarded_client(&headers),
+            Some("192.0.2.9".parse().expect("ip"))
+        );
+        headers.insert("x-forwarded-for", HeaderValue::from_static("garbage"));
+        assert_eq!(forwarded_client(&headers), None);
+    }
+
+    #[test]
+    fn cors_refuses_invalid_header_values() {
+        assert!(cors_layer(&[]).expect("ok").is_none());
+        assert!(
+            cors_layer(&["https://a.example".into()])
+                .expect("ok")
+                .is_some()
+        );
+        assert!(matches!(
+            cors_layer(&["bad\nvalue".into()]),
+            Err(HttpError::InvalidCorsOrigin(_))
+        ));
+    }
+}
