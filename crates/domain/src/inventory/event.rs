@@ -265,28 +265,8 @@ pub struct InventoryCommandAccepted {
 }
 
 impl InventoryEvent {
-    /// The stable type name stored with the event.
+    /// The stable type name stored with the event (see [`crate::codec`]).
     pub fn type_name(&self) -> &'static str {
-        match self {
-            Self::EventCreated(_) => "EventCreated",
-            Self::DetailsUpdated(_) => "DetailsUpdated",
-            Self::SalesWindowSet(_) => "SalesWindowSet",
-            Self::PerUserLimitSet(_) => "PerUserLimitSet",
-            Self::EventPublished(_) => "EventPublished",
-            Self::EventCancelled(_) => "EventCancelled",
-            Self::TierAdded(_) => "TierAdded",
-            Self::TierRenamed(_) => "TierRenamed",
-            Self::TierRepriced(_) => "TierRepriced",
-            Self::TierResized(_) => "TierResized",
-            Self::SeatsAdded(_) => "SeatsAdded",
-            Self::HoldPlaced(_) => "HoldPlaced",
-            Self::HoldReleased(_) => "HoldReleased",
-            Self::HoldExpired(_) => "HoldExpired",
-            Self::OrderConfirmed(_) => "OrderConfirmed",
-            Self::PaymentRefundOwed(_) => "PaymentRefundOwed",
-            Self::OrderCancelled(_) => "OrderCancelled",
-            Self::TicketCheckedIn(_) => "TicketCheckedIn",
-            Self::CommandAccepted(_) => "InventoryCommandAccepted",
-        }
+        crate::codec::EventCodec::type_name(self)
     }
 }

@@ -528,3 +528,13 @@ impl Tier {
             .saturating_sub(self.sold.saturating_add(self.held))
     }
 }
+
+impl crate::testing::Testable for Inventory {
+    fn is_command_record(event: &InventoryEvent) -> bool {
+        matches!(event, InventoryEvent::CommandAccepted(_))
+    }
+
+    fn audit(&self) -> Result<(), String> {
+        self.check_invariants()
+    }
+}
