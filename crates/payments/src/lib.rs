@@ -18,6 +18,34 @@
 //! is refunded (with [`RefundReason::HoldExpired`]), never turned into tickets.
 //!
 //! The test tokens and the webhook format are documented in `docs/payments.md`.
+//!
+//! ```
+//! use std::{sync::Arc, time::Duration};
+//! use payments::*;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let (sink, mut webhooks) = ChannelSink::new();
+//! let config = SimulatorConfig {
+//!     webhook_delay: Duration::from_millis(10),
+//!     ..SimulatorConfig::new("whsec")
+//! };
+//! let provider = SimulatedProvider::new(config, Arc::new(sink));
+//! let order = uuid::Uuid::new_v4();
+//!
+//! let request = ChargeRequest::for_order(order, 4500, "EUR", test_tokens::WEBHOOK_SUCCESS);
+//! let outcome = charge_within(&provider, request, Duration::from_secs(10)).await;
+//! assert!(matches!(outcome, Ok(ChargeOutcome::Pending { .. })));
+//!
+//! // What the API's webhook route does with the delivery.
+//! let delivery = webhooks.recv().await.unwrap();
+//! let now = std::time::SystemTime::now()
+//!     .duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+//! let event = parse_webhook(&[b"whsec"], &delivery.signature_header, &delivery.body, now, 300)
+//!     .unwrap();
+//! assert_eq!((event.kind, event.order_id), (WebhookEventType::ChargeSucceeded, order));
+//! # }
+//! ```
 
 pub mod delivery;
 pub mod port;

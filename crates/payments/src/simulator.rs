@@ -213,16 +213,55 @@ impl Ledger {
             .map(|r| r.amount_minor)
             .sum()
     }
+}
+
+/// The ledger with indexes, so that settling or refunding a charge does not scan every
+/// charge ever made (a load test makes hundreds of thousands).
+#[derive(Default)]
+struct Books {
+    /// What [`SimulatedProvider::ledger`] copies out.
+    ledger: Ledger,
+    /// Position of each charge in `ledger.charges`.
+    charge_at: HashMap<String, usize>,
+    /// Position of each charge's refund in `ledger.refunds`.
+    refund_at: HashMap<String, usize>,
+}
+
+impl Books {
+    fn add_charge(&mut self, record: ChargeRecord) {
+        self.charge_at
+            .insert(record.charge_id.clone(), self.ledger.charges.len());
+        self.ledger.charges.push(record);
+    }
 
     fn charge_mut(&mut self, charge_id: &str) -> Option<&mut ChargeRecord> {
-        self.charges.iter_mut().find(|c| c.charge_id == charge_id)
+        let at = *self.charge_at.get(charge_id)?;
+        self.ledger.charges.get_mut(at)
+    }
+
+    fn charge(&self, charge_id: &str) -> Option<&ChargeRecord> {
+        let at = *self.charge_at.get(charge_id)?;
+        self.ledger.charges.get(at)
+    }
+
+    fn refund_of(&self, charge_id: &str) -> Option<&RefundRecord> {
+        let at = *self.refund_at.get(charge_id)?;
+        self.ledger.refunds.get(at)
+    }
+
+    fn add_refund(&mut self, record: RefundRecord) {
+        self.refund_at
+            .insert(record.charge_id.clone(), self.ledger.refunds.len());
+        self.ledger.refunds.push(record);
     }
 }
 
 /// A payment provider that decides by token, keeps its books in memory and sends signed
 /// webhooks through a [`WebhookSink`]. Cheap to clone; clones share the books.
 ///
-/// Must be used inside a Tokio runtime: pending charges settle on spawned tasks.
+/// Must be used inside a Tokio runtime: pending charges settle on spawned tasks. Its memory
+/// grows with every order charged (a slot and a ledger entry each, a few hundred bytes):
+/// fine for tests and load tests, not for a provider that runs for ever.
 #[derive(Clone)]
 pub struct SimulatedProvider {
     inner: Arc<Inner>,
@@ -238,7 +277,7 @@ struct Inner {
     /// cell also makes concurrent calls wait for the one in flight instead of charging.
     orders: Mutex<HashMap<Uuid, OrderSlot>>,
     /// The books; refunds are decided under this lock, which makes them idempotent.
-    ledger: Mutex<Ledger>,
+    books: Mutex<Books>,
 }
 
 struct OrderSlot {
@@ -262,14 +301,14 @@ impl SimulatedProvider {
                 config,
                 sink,
                 orders: Mutex::new(HashMap::new()),
-                ledger: Mutex::new(Ledger::default()),
+                books: Mutex::new(Books::default()),
             }),
         }
     }
 
     /// A copy of the books as they are now.
     pub fn ledger(&self) -> Ledger {
-        self.inner.ledger.lock().clone()
+        self.inner.books.lock().ledger.clone()
     }
 }
 
@@ -301,14 +340,13 @@ impl PaymentPort for SimulatedProvider {
 
     async fn refund(&self, request: RefundRequest) -> Result<RefundOutcome, PaymentError> {
         let (record, outcome) = {
-            let mut ledger = self.inner.ledger.lock();
-            let charge = ledger
-                .charges
-                .iter()
-                .find(|c| c.charge_id == request.charge_id)
-                .ok_or_else(|| PaymentError::UnknownCharge {
-                    charge_id: request.charge_id.clone(),
-                })?;
+            let mut books = self.inner.books.lock();
+            let charge =
+                books
+                    .charge(&request.charge_id)
+                    .ok_or_else(|| PaymentError::UnknownCharge {
+                        charge_id: request.charge_id.clone(),
+                    })?;
             if charge.order_id != request.order_id {
                 return Err(PaymentError::invalid(
                     "order_id",
@@ -321,11 +359,7 @@ impl PaymentPort for SimulatedProvider {
                     status: charge.status.name(),
                 });
             }
-            if let Some(done) = ledger
-                .refunds
-                .iter()
-                .find(|r| r.charge_id == request.charge_id)
-            {
+            if let Some(done) = books.refund_of(&request.charge_id) {
                 return Ok(refund_outcome(done));
             }
             let record = RefundRecord {
@@ -336,7 +370,7 @@ impl PaymentPort for SimulatedProvider {
                 currency: charge.currency.clone(),
                 reason: request.reason,
             };
-            ledger.refunds.push(record.clone());
+            books.add_refund(record.clone());
             let outcome = refund_outcome(&record);
             (record, outcome)
         };
@@ -397,7 +431,7 @@ impl Inner {
                 },
             ),
         };
-        self.ledger.lock().charges.push(ChargeRecord {
+        self.books.lock().add_charge(ChargeRecord {
             charge_id: charge_id.clone(),
             order_id: request.order_id,
             amount_minor: request.amount_minor,
@@ -417,8 +451,8 @@ impl Inner {
     async fn settle_later(self: Arc<Self>, charge_id: String, decline: Option<DeclineReason>) {
         tokio::time::sleep(self.config.webhook_delay).await;
         let event = {
-            let mut ledger = self.ledger.lock();
-            let Some(charge) = ledger.charge_mut(&charge_id) else {
+            let mut books = self.books.lock();
+            let Some(charge) = books.charge_mut(&charge_id) else {
                 // Recorded before this task was spawned, and never removed.
                 tracing::error!(%charge_id, "pending charge missing from the ledger");
                 return;
