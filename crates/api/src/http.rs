@@ -348,7 +348,7 @@ impl HttpService {
 
         let result = tokio::select! {
             result = &mut server => result,
-            _ = shutdown_started.wait_for(|started| *started) => {
+            () = async { let _ = shutdown_started.wait_for(|started| *started).await; } => {
                 match tokio::time::timeout(grace, &mut server).await {
                     Ok(result) => result,
                     Err(_) => {
