@@ -1,0 +1,203 @@
+//! Benchmarks of the embedded store with durability on (WAL, synchronous=FULL), on disk.
+//!
+//! Prints, for 1, 64 and 1,024 concurrent appenders of one-event appends: appends/s,
+//! p50/p99/max latency and how many appends shared each commit; then the catch-up rate of
+//! a subscription over 1,000,000 stored events, and the peak resident memory.
+//!
+//! `cargo bench -p store --bench store` (set `STORE_BENCH_SECS` to change the length of
+//! each append run, `STORE_BENCH_EVENTS` the size of the catch-up store, and
+//! `STORE_BENCH_DIR` where the files go; the default is the target directory, on disk).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use store::sqlite::{SqliteOptions, SqliteStore};
+use store::{
+    EventStore, ExpectedVersion, Metadata, NewEvent, Position, StreamName, SubscriptionMessage,
+};
+use uuid::Uuid;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn bench_dir() -> PathBuf {
+    std::env::var_os("STORE_BENCH_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")), PathBuf::from)
+}
+
+/// A typical domain event: ~200 bytes of JSON with full metadata.
+fn event(n: u64) -> NewEvent {
+    let data = format!(
+        r#"{{"hold_id":"{}","tier":"standard","quantity":2,"seq":{n},"expires_at":"2026-11-21T06:10:00Z"}}"#,
+        Uuid::now_v7()
+    );
+    NewEvent::new(
+        "TicketsHeld",
+        1,
+        data.into_bytes(),
+        Metadata {
+            correlation_id: Uuid::now_v7(),
+            causation_id: Some(Uuid::now_v7()),
+            acting_user: Some(Uuid::now_v7()),
+            recorded_at: Utc::now(),
+        },
+    )
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+async fn appenders(concurrency: usize, run: Duration) {
+    let dir = tempfile::tempdir_in(bench_dir()).expect("bench dir");
+    let store = Arc::new(SqliteStore::open(dir.path(), SqliteOptions::default()).expect("open"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let (store, stop) = (store.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let stream = StreamName::new(format!("inventory-{w}")).expect("name");
+            let mut hist = Histogram::<u64>::new(3).expect("histogram");
+            let mut version: Option<u64> = None;
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let expected = version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+                let e = event(n);
+                let t = Instant::now();
+                let r = store
+                    .append(&stream, expected, vec![e])
+                    .await
+                    .expect("append");
+                hist.record(t.elapsed().as_micros() as u64).expect("record");
+                version = Some(r.last_version);
+                n += 1;
+            }
+            hist
+        }));
+    }
+    tokio::time::sleep(run).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut hist = Histogram::<u64>::new(3).expect("histogram");
+    for t in tasks {
+        hist.add(t.await.expect("task")).expect("merge");
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let stats = store.stats();
+    println!(
+        "append  concurrency={concurrency:>5}  appends/s={:>9.0}  p50={:>7.2}ms  p99={:>7.2}ms  max={:>7.2}ms  commits/s={:>7.0}  appends/commit={:>7.1}",
+        hist.len() as f64 / elapsed,
+        hist.value_at_quantile(0.50) as f64 / 1000.0,
+        hist.value_at_quantile(0.99) as f64 / 1000.0,
+        hist.max() as f64 / 1000.0,
+        stats.commits as f64 / elapsed,
+        stats.appends as f64 / stats.commits.max(1) as f64,
+    );
+    store.shutdown().await;
+}
+
+async fn catch_up(events: u64) {
+    let dir = tempfile::tempdir_in(bench_dir()).expect("bench dir");
+    let store = SqliteStore::open(dir.path(), SqliteOptions::default()).expect("open");
+    let fill = Instant::now();
+    let mut written = 0u64;
+    let mut stream_no = 0u64;
+    while written < events {
+        // Appends of 100 events to 40 streams at a time: realistic rows, quick to load.
+        let mut batch = Vec::new();
+        for _ in 0..40 {
+            if written >= events {
+                break;
+            }
+            let n = (events - written).min(100);
+            let s = StreamName::new(format!("inventory-{stream_no}")).expect("name");
+            stream_no += 1;
+            let evs: Vec<NewEvent> = (0..n).map(|i| event(written + i)).collect();
+            written += n;
+            let store = store.clone();
+            batch.push(tokio::spawn(async move {
+                store.append(&s, ExpectedVersion::NoStream, evs).await
+            }));
+        }
+        for t in batch {
+            t.await.expect("task").expect("append");
+        }
+    }
+    let fill_s = fill.elapsed().as_secs_f64();
+    println!(
+        "fill    events={events}  rows/s={:.0}  file={:.0} MiB",
+        events as f64 / fill_s,
+        std::fs::metadata(store.path()).map_or(0.0, |m| m.len() as f64 / 1048576.0)
+    );
+
+    for run in 0..3 {
+        let started = Instant::now();
+        let mut sub = store.subscribe_all(Position::START);
+        let mut seen = 0u64;
+        let mut bytes = 0usize;
+        while let Some(item) = sub.next().await {
+            match item.expect("subscription") {
+                SubscriptionMessage::Event(e) => {
+                    seen += 1;
+                    bytes += e.data.len();
+                }
+                SubscriptionMessage::CaughtUp => break,
+            }
+        }
+        assert_eq!(seen, events);
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "catchup run={run}  events={seen}  events/s={:.0}  MiB/s(data)={:.1}  secs={secs:.2}",
+            seen as f64 / secs,
+            bytes as f64 / 1048576.0 / secs
+        );
+    }
+    store.shutdown().await;
+    drop(store);
+    let reopen = Instant::now();
+    let store = SqliteStore::open(dir.path(), SqliteOptions::default()).expect("reopen");
+    println!(
+        "reopen  events={events}  secs={:.2} (quick_check + loading stream heads)",
+        reopen.elapsed().as_secs_f64()
+    );
+    store.shutdown().await;
+}
+
+fn main() {
+    // `cargo test --benches` runs bench binaries with `--bench` absent: do a tiny run.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let secs: f64 = env_or("STORE_BENCH_SECS", if quick { 0.2 } else { 5.0 });
+    let events: u64 = env_or("STORE_BENCH_EVENTS", if quick { 2_000 } else { 1_000_000 });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        for concurrency in [1, 64, 1024] {
+            appenders(concurrency, Duration::from_secs_f64(secs)).await;
+        }
+        catch_up(events).await;
+    });
+    println!("peak RSS {:.0} MiB", peak_rss_mib());
+}
