@@ -76,7 +76,9 @@ CREATE TABLE IF NOT EXISTS events (
     name         TEXT NOT NULL,
     venue        TEXT,
     starts_at    INTEGER,
-    cancelled    INTEGER NOT NULL DEFAULT 0
+    ends_at      INTEGER,
+    cancelled    INTEGER NOT NULL DEFAULT 0,
+    cancel_reason TEXT
 );
 CREATE TABLE IF NOT EXISTS orders (
     order_id     TEXT PRIMARY KEY,

@@ -7,6 +7,7 @@
 //!   order from the notifier's own checkpoint and, per batch of events, stores the planned
 //!   notifications and the new checkpoint in one SQLite transaction; and one delivery
 //!   *worker* per channel. [`Notifications`] is the handle the API uses.
+//! * [`planner`]: which domain event causes which notifications, to whom.
 //! * [`outbox`]: the durable queue, keyed by (domain event id, kind, channel, recipient)
 //!   so nothing is planned twice; retries, dead letters, reminders.
 //! * [`channel`]: email over SMTP ([`channel::email`]), signed webhooks
@@ -25,6 +26,7 @@ pub mod db;
 pub mod error;
 pub mod metrics;
 pub mod outbox;
+pub mod planner;
 pub mod service;
 pub mod templates;
 pub mod worker;
@@ -35,5 +37,6 @@ pub use channel::in_app::InAppNotification;
 pub use channel::webhook::WebhookRegistration;
 pub use error::NotifierError;
 pub use outbox::{ChannelKind, DeadLetter, NotificationKind, PlannedNotification};
+pub use planner::DomainPlanner;
 pub use service::{Notifications, Notifier, NotifierConfig, NotifierHandle, Planner};
 pub use worker::WorkerConfig;

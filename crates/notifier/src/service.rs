@@ -22,6 +22,7 @@ use crate::db::{Db, now_ms};
 use crate::error::NotifierError;
 use crate::metrics as m;
 use crate::outbox::{self, ChannelKind, DeadLetter, PlannedNotification};
+use crate::planner::DomainPlanner;
 use crate::templates::Templates;
 use crate::worker::{self, WorkerConfig};
 
@@ -56,6 +57,8 @@ pub struct NotifierConfig {
     pub webhook_timeout: Duration,
     /// Most events planned in one transaction.
     pub plan_batch: usize,
+    /// How long before an event starts its reminders go out.
+    pub reminder_lead: Duration,
 }
 
 impl NotifierConfig {
@@ -72,6 +75,7 @@ impl NotifierConfig {
             },
             webhook_timeout: Duration::from_secs(10),
             plan_batch: 512,
+            reminder_lead: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -81,8 +85,18 @@ pub struct Notifier;
 
 impl Notifier {
     /// Opens the notifier's database and starts the planner (following `store` from the
-    /// checkpoint) and one worker per channel. Returns once everything runs.
+    /// checkpoint, turning domain events into notifications) and one worker per channel.
+    /// Returns once everything runs.
     pub async fn start(
+        config: NotifierConfig,
+        store: Arc<dyn EventStore>,
+    ) -> Result<NotifierHandle, NotifierError> {
+        let planner = Arc::new(DomainPlanner::new(config.reminder_lead));
+        Self::start_with_planner(config, store, planner).await
+    }
+
+    /// [`Notifier::start`] with another planner.
+    pub async fn start_with_planner(
         config: NotifierConfig,
         store: Arc<dyn EventStore>,
         planner: Arc<dyn Planner>,

@@ -1,0 +1,556 @@
+//! The domain planner: turns stored inventory events into notifications.
+//!
+//! It keeps a small projection of its own in the notifier's database (events' details,
+//! orders and their tickets, contacts), updated in the same transaction as the plan, so it
+//! can answer "who holds tickets for this event", "what does this order contain" and "what
+//! is this user's email" (from the account events) without depending on another read
+//! model's timing.
+//!
+//! | stored event | notifications |
+//! |---|---|
+//! | `AccountRegistered`, `ProfileUpdated` | none: they keep the contacts (email, name) |
+//! | `OrderConfirmed` | `order_confirmed` (email, in-app, webhooks); `event_reminder` scheduled (email, in-app) |
+//! | `OrderCancelled` | `order_refunded` when money is owed back, else `order_cancelled`; `event_cancelled` when the whole event was cancelled (email, in-app, webhooks); the order's reminders withdrawn |
+//! | `HoldExpired` | `hold_expired` (email, in-app) |
+//! | `PaymentRefundOwed` | `order_refunded` (email, in-app) |
+//! | `DetailsUpdated` | `event_changed` to every ticket holder (email, in-app) and webhooks; reminders moved with the start time |
+//! | `EventCancelled` | reminders withdrawn (each order's own `OrderCancelled` tells its holder) |
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use domain::account::AccountEvent;
+use domain::codec::AnyEvent;
+use domain::ids::streams;
+use domain::inventory::{EventDetails, InventoryEvent};
+use domain::money::Money;
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde_json::{Value, json};
+use store::RecordedEvent;
+use uuid::Uuid;
+
+use crate::db::now_ms;
+use crate::error::NotifierError;
+use crate::outbox::{self, ChannelKind, NotificationKind, PlannedNotification};
+use crate::service::Planner;
+
+/// Plans notifications from inventory and account events.
+pub struct DomainPlanner {
+    /// How long before an event starts its reminder goes out.
+    reminder_lead: Duration,
+}
+
+impl DomainPlanner {
+    /// A planner that sends reminders `reminder_lead` before each event starts.
+    pub fn new(reminder_lead: Duration) -> Self {
+        Self { reminder_lead }
+    }
+}
+
+/// Decodes a stored event (upcasting older shapes).
+fn decode(event: &RecordedEvent) -> Result<AnyEvent, NotifierError> {
+    domain::codec::decode_any(&event.event_type, event.schema_version, &event.data).map_err(|e| {
+        NotifierError::InvalidInput(format!(
+            "cannot decode {} at {}@{}: {e}",
+            event.event_type, event.stream, event.version
+        ))
+    })
+}
+
+/// Types the planner acts on; everything else is skipped without decoding (half of all
+/// events are idempotency records).
+const RELEVANT: &[&str] = &[
+    "AccountRegistered",
+    "ProfileUpdated",
+    "EventCreated",
+    "DetailsUpdated",
+    "EventCancelled",
+    "HoldPlaced",
+    "HoldReleased",
+    "HoldExpired",
+    "OrderConfirmed",
+    "PaymentRefundOwed",
+    "OrderCancelled",
+];
+
+fn relevant(event: &RecordedEvent) -> bool {
+    RELEVANT.contains(&event.event_type.as_str())
+}
+
+impl Planner for DomainPlanner {
+    fn plan(
+        &self,
+        tx: &Transaction<'_>,
+        event: &RecordedEvent,
+    ) -> Result<Vec<PlannedNotification>, NotifierError> {
+        if !relevant(event) {
+            return Ok(Vec::new());
+        }
+        let decoded = match decode(event) {
+            Ok(d) => d,
+            Err(e) => {
+                // One undecodable event must not stop every later notification: report
+                // it loudly and go on.
+                tracing::error!(error = %e, "skipping an event the notifier cannot read");
+                metrics::counter!(UNDECODABLE).increment(1);
+                return Ok(Vec::new());
+            }
+        };
+        let decoded = match decoded {
+            AnyEvent::Inventory(e) => e,
+            AnyEvent::Account(e) => {
+                if let Some(user) = streams::parse_user(event.stream.as_str()) {
+                    save_contact(tx, user.0, e)?;
+                }
+                return Ok(Vec::new());
+            }
+            AnyEvent::Email(_) => return Ok(Vec::new()),
+        };
+        let Some(inventory) = streams::parse_inventory(event.stream.as_str()) else {
+            return Ok(Vec::new());
+        };
+        let mut plan = Plan {
+            tx,
+            event,
+            inventory: inventory.0,
+            out: Vec::new(),
+        };
+        plan.apply(decoded, self.reminder_lead)?;
+        Ok(plan.out)
+    }
+}
+
+/// Counter of stored events the planner could not decode (and skipped).
+pub const UNDECODABLE: &str = "notifier_undecodable_events_total";
+
+fn save_contact(
+    tx: &Transaction<'_>,
+    user: Uuid,
+    event: AccountEvent,
+) -> Result<(), NotifierError> {
+    match event {
+        AccountEvent::AccountRegistered(a) => {
+            tx.execute(
+                "INSERT INTO users (user_id, email, name) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, name = excluded.name",
+                params![user.to_string(), a.email.as_str(), a.display_name],
+            )?;
+        }
+        AccountEvent::ProfileUpdated(p) => {
+            tx.execute(
+                "UPDATE users SET name = ?2 WHERE user_id = ?1",
+                params![user.to_string(), p.display_name],
+            )?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Name, venue, start and end (unix ms) of a ticketed event.
+type EventRow = (String, Option<String>, Option<i64>, Option<i64>);
+
+/// The planning of one event.
+struct Plan<'a, 'tx> {
+    tx: &'a Transaction<'tx>,
+    event: &'a RecordedEvent,
+    inventory: Uuid,
+    out: Vec<PlannedNotification>,
+}
+
+impl Plan<'_, '_> {
+    fn apply(
+        &mut self,
+        event: InventoryEvent,
+        reminder_lead: Duration,
+    ) -> Result<(), NotifierError> {
+        use InventoryEvent as E;
+        match event {
+            E::EventCreated(e) => self.save_details(&e.details),
+            E::DetailsUpdated(e) => {
+                let before = self.event_context()?;
+                let old_start: Option<i64> = self
+                    .tx
+                    .query_row(
+                        "SELECT starts_at FROM events WHERE inventory_id = ?1",
+                        [self.inventory.to_string()],
+                        |r| r.get(0),
+                    )
+                    .optional()?
+                    .flatten();
+                self.save_details(&e.details)?;
+                let new_start = e.details.starts_at.timestamp_millis();
+                if old_start != Some(new_start) {
+                    let due = reminder_due(new_start, reminder_lead);
+                    outbox::reschedule_event_reminders(self.tx, self.inventory, due)?;
+                }
+                let holders = self.holders()?;
+                let event_ctx = self.event_context()?;
+                // Pending reminders show the event as it now is.
+                self.tx.execute(
+                    "UPDATE outbox SET context = json_set(context, '$.event', json(?2))
+                     WHERE inventory_id = ?1 AND kind = 'event_reminder' AND status = 'pending'",
+                    params![self.inventory.to_string(), event_ctx.to_string()],
+                )?;
+                for user in holders {
+                    let ctx = json!({
+                        "event": event_ctx,
+                        "previous": before,
+                        "user": self.user_context(user)?,
+                    });
+                    self.notify_user(NotificationKind::EventChanged, user, ctx, None)?;
+                }
+                self.notify_webhooks(
+                    NotificationKind::EventChanged,
+                    json!({"event": event_ctx, "previous": before}),
+                )
+            }
+            E::EventCancelled(e) => {
+                self.tx.execute(
+                    "UPDATE events SET cancelled = 1, cancel_reason = ?2 WHERE inventory_id = ?1",
+                    params![self.inventory.to_string(), e.reason],
+                )?;
+                outbox::cancel_event_reminders(self.tx, self.inventory)?;
+                Ok(())
+            }
+            E::HoldPlaced(h) => {
+                self.tx.execute(
+                    "INSERT INTO orders (order_id, inventory_id, user_id, status, tickets)
+                     VALUES (?1, ?2, ?3, 'held', '[]')
+                     ON CONFLICT (order_id) DO NOTHING",
+                    params![
+                        h.order_id.to_string(),
+                        self.inventory.to_string(),
+                        h.user_id.to_string()
+                    ],
+                )?;
+                Ok(())
+            }
+            E::HoldReleased(h) => self.set_order_status(h.order_id.0, "released"),
+            E::HoldExpired(h) => {
+                self.set_order_status(h.order_id.0, "expired")?;
+                let Some(user) = self.order_user(h.order_id.0)? else {
+                    return Ok(());
+                };
+                let ctx = json!({
+                    "event": self.event_context()?,
+                    "order": {"id": h.order_id.to_string()},
+                    "user": self.user_context(user)?,
+                });
+                self.notify_user(NotificationKind::HoldExpired, user, ctx, Some(h.order_id.0))
+            }
+            E::OrderConfirmed(o) => {
+                let tickets: Vec<Value> = o
+                    .tickets
+                    .iter()
+                    .map(|t| {
+                        json!({
+                            "id": t.ticket_id.to_string(),
+                            "seat": t.seat.as_ref().map(|s| s.as_str().to_string()),
+                        })
+                    })
+                    .collect();
+                let tickets = Value::Array(tickets);
+                self.tx.execute(
+                    "INSERT INTO orders (order_id, inventory_id, user_id, status, tickets)
+                     VALUES (?1, ?2, ?3, 'confirmed', ?4)
+                     ON CONFLICT (order_id) DO UPDATE SET status = 'confirmed', tickets = excluded.tickets",
+                    params![
+                        o.order_id.to_string(),
+                        self.inventory.to_string(),
+                        o.user_id.to_string(),
+                        tickets.to_string()
+                    ],
+                )?;
+                let user = o.user_id.0;
+                let order = json!({
+                    "id": o.order_id.to_string(),
+                    "amount": format_money(&o.amount),
+                    "tickets": tickets,
+                });
+                let event_ctx = self.event_context()?;
+                let ctx =
+                    json!({"event": event_ctx, "order": order, "user": self.user_context(user)?});
+                self.notify_user(
+                    NotificationKind::OrderConfirmed,
+                    user,
+                    ctx.clone(),
+                    Some(o.order_id.0),
+                )?;
+                self.notify_webhooks(
+                    NotificationKind::OrderConfirmed,
+                    json!({"event": event_ctx, "order": order, "user": {"id": user.to_string()}}),
+                )?;
+                self.schedule_reminder(user, o.order_id.0, ctx, reminder_lead)
+            }
+            E::OrderCancelled(o) => {
+                self.set_order_status(o.order_id.0, "cancelled")?;
+                outbox::cancel_order_reminders(self.tx, o.order_id.0)?;
+                let user = o.user_id.0;
+                let refund = o.refund.as_ref().map(format_money);
+                let event_ctx = self.event_context()?;
+                let reason: Option<String> = self
+                    .tx
+                    .query_row(
+                        "SELECT cancel_reason FROM events WHERE inventory_id = ?1",
+                        [self.inventory.to_string()],
+                        |r| r.get(0),
+                    )
+                    .optional()?
+                    .flatten();
+                let order = json!({
+                    "id": o.order_id.to_string(),
+                    "voided_tickets": o.voided_tickets.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+                });
+                let kind = if o.reason == domain::inventory::RefundReason::EventCancelled {
+                    NotificationKind::EventCancelled
+                } else if refund.is_some() {
+                    NotificationKind::OrderRefunded
+                } else {
+                    NotificationKind::OrderCancelled
+                };
+                let ctx = json!({
+                    "event": event_ctx,
+                    "order": order,
+                    "refund": refund,
+                    "reason": reason,
+                    "user": self.user_context(user)?,
+                });
+                self.notify_user(kind, user, ctx, Some(o.order_id.0))?;
+                self.notify_webhooks(
+                    kind,
+                    json!({"event": event_ctx, "order": order, "refund": refund,
+                           "user": {"id": user.to_string()}}),
+                )
+            }
+            E::PaymentRefundOwed(p) => {
+                let user = p.user_id.0;
+                let ctx = json!({
+                    "event": self.event_context()?,
+                    "order": {"id": p.order_id.to_string(), "voided_tickets": []},
+                    "refund": format_money(&p.amount),
+                    "user": self.user_context(user)?,
+                });
+                self.notify_user(
+                    NotificationKind::OrderRefunded,
+                    user,
+                    ctx,
+                    Some(p.order_id.0),
+                )
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn save_details(&self, d: &EventDetails) -> Result<(), NotifierError> {
+        self.tx.execute(
+            "INSERT INTO events (inventory_id, name, venue, starts_at, ends_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (inventory_id) DO UPDATE SET name = excluded.name, venue = excluded.venue,
+                 starts_at = excluded.starts_at, ends_at = excluded.ends_at",
+            params![
+                self.inventory.to_string(),
+                d.name,
+                d.venue,
+                d.starts_at.timestamp_millis(),
+                d.ends_at.timestamp_millis()
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn set_order_status(&self, order: Uuid, status: &str) -> Result<(), NotifierError> {
+        self.tx.execute(
+            "UPDATE orders SET status = ?2 WHERE order_id = ?1",
+            params![order.to_string(), status],
+        )?;
+        Ok(())
+    }
+
+    fn order_user(&self, order: Uuid) -> Result<Option<Uuid>, NotifierError> {
+        let user: Option<String> = self
+            .tx
+            .query_row(
+                "SELECT user_id FROM orders WHERE order_id = ?1",
+                [order.to_string()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        user.map(|u| outbox::parse_uuid(&u)).transpose()
+    }
+
+    /// Users holding a confirmed order for this event.
+    fn holders(&self) -> Result<Vec<Uuid>, NotifierError> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT DISTINCT user_id FROM orders WHERE inventory_id = ?1 AND status = 'confirmed'
+             ORDER BY user_id",
+        )?;
+        let rows = stmt.query_map([self.inventory.to_string()], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(outbox::parse_uuid(&row?)?);
+        }
+        Ok(out)
+    }
+
+    fn event_context(&self) -> Result<Value, NotifierError> {
+        let row: Option<EventRow> = self
+            .tx
+            .query_row(
+                "SELECT name, venue, starts_at, ends_at FROM events WHERE inventory_id = ?1",
+                [self.inventory.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let (name, venue, starts, ends) =
+            row.unwrap_or_else(|| ("an event".into(), None, None, None));
+        Ok(json!({
+            "id": self.inventory.to_string(),
+            "name": name,
+            "venue": venue.unwrap_or_default(),
+            "starts_at": starts.map(format_time).unwrap_or_default(),
+            "ends_at": ends.map(format_time).unwrap_or_default(),
+        }))
+    }
+
+    fn contact(&self, user: Uuid) -> Result<Option<(String, Option<String>)>, NotifierError> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT email, name FROM users WHERE user_id = ?1",
+                [user.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    fn user_context(&self, user: Uuid) -> Result<Value, NotifierError> {
+        let (email, name) = self.contact(user)?.unzip();
+        Ok(json!({"id": user.to_string(), "email": email, "name": name.flatten()}))
+    }
+
+    /// Email (when the user has a contact) and in-app.
+    fn notify_user(
+        &mut self,
+        kind: NotificationKind,
+        user: Uuid,
+        context: Value,
+        order: Option<Uuid>,
+    ) -> Result<(), NotifierError> {
+        self.notify_user_at(kind, user, context, order, now_ms())
+    }
+
+    fn notify_user_at(
+        &mut self,
+        kind: NotificationKind,
+        user: Uuid,
+        context: Value,
+        order: Option<Uuid>,
+        due_at_ms: i64,
+    ) -> Result<(), NotifierError> {
+        let mut recipients = vec![(ChannelKind::InApp, user.to_string())];
+        if let Some((email, _)) = self.contact(user)? {
+            recipients.push((ChannelKind::Email, email));
+        }
+        for (channel, recipient) in recipients {
+            self.out.push(PlannedNotification {
+                event_id: self.event.id,
+                kind,
+                channel,
+                recipient,
+                context: context.clone(),
+                due_at_ms,
+                inventory_id: Some(self.inventory),
+                order_id: order,
+            });
+        }
+        Ok(())
+    }
+
+    fn notify_webhooks(
+        &mut self,
+        kind: NotificationKind,
+        context: Value,
+    ) -> Result<(), NotifierError> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT id FROM webhooks WHERE inventory_id = ?1 ORDER BY id")?;
+        let ids = stmt
+            .query_map([self.inventory.to_string()], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        for id in ids {
+            self.out.push(PlannedNotification {
+                event_id: self.event.id,
+                kind,
+                channel: ChannelKind::Webhook,
+                recipient: id,
+                context: context.clone(),
+                due_at_ms: now_ms(),
+                inventory_id: Some(self.inventory),
+                order_id: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// A reminder before the event starts; none when the event is cancelled, has no known
+    /// start, or has already started.
+    fn schedule_reminder(
+        &mut self,
+        user: Uuid,
+        order: Uuid,
+        context: Value,
+        lead: Duration,
+    ) -> Result<(), NotifierError> {
+        let row: Option<(Option<i64>, i64)> = self
+            .tx
+            .query_row(
+                "SELECT starts_at, cancelled FROM events WHERE inventory_id = ?1",
+                [self.inventory.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((Some(starts_at), 0)) = row else {
+            return Ok(());
+        };
+        if starts_at <= now_ms() {
+            return Ok(());
+        }
+        let due = reminder_due(starts_at, lead);
+        self.notify_user_at(
+            NotificationKind::EventReminder,
+            user,
+            context,
+            Some(order),
+            due,
+        )
+    }
+}
+
+fn reminder_due(starts_at_ms: i64, lead: Duration) -> i64 {
+    starts_at_ms.saturating_sub(i64::try_from(lead.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn format_time(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default()
+}
+
+/// Currencies without minor units (ISO 4217 exponent 0) among those likely to be used.
+const ZERO_DECIMAL: &[&str] = &[
+    "JPY", "KRW", "VND", "CLP", "ISK", "UGX", "XAF", "XOF", "PYG",
+];
+
+/// `EUR 50.00` from 5000 minor units.
+pub fn format_money(m: &Money) -> String {
+    let currency = m.currency.as_str();
+    if ZERO_DECIMAL.contains(&currency) {
+        format!("{currency} {}", m.amount_minor)
+    } else {
+        format!(
+            "{currency} {}.{:02}",
+            m.amount_minor / 100,
+            m.amount_minor % 100
+        )
+    }
+}
