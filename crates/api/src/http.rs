@@ -19,7 +19,8 @@
 //!
 //! Each GraphQL request, and each WebSocket connection, is authenticated once before the
 //! schema runs; a request with an invalid token is refused with 401 and `UNAUTHENTICATED`,
-//! an anonymous one runs with no user. The schema sees a [`RequestContext`] and the shared
+//! an anonymous one runs with no user. A WebSocket whose token expires is closed with
+//! `4401`, so a subscription never outlives the credentials that opened it. The schema sees a [`RequestContext`] and the shared
 //! `Arc<RateLimits>` in its data.
 //!
 //! [`HttpService::serve`] takes the listener and a shutdown future from the caller. On
@@ -56,11 +57,12 @@ use axum::{
     response::{Html, IntoResponse, Response},
     routing::{get, post},
 };
+use chrono::{DateTime, Utc};
 use futures::{SinkExt as _, StreamExt as _, future};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::{
     net::TcpListener,
-    sync::{mpsc, watch},
+    sync::{mpsc, oneshot, watch},
 };
 use tower::ServiceBuilder;
 use tower_http::{
@@ -88,6 +90,17 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code sent when `connection_init` carries invalid credentials, as
 /// `graphql-transport-ws` recommends (`4403: Forbidden`).
 pub const CLOSE_FORBIDDEN: u16 = 4403;
+
+/// Close code sent when the token that authenticated a WebSocket expires
+/// (`graphql-transport-ws`'s `4401: Unauthorized`); the client reconnects with a fresh one.
+pub const CLOSE_UNAUTHORIZED: u16 = 4401;
+
+/// Why a WebSocket session was ended by the server.
+#[derive(Debug, Clone, Copy)]
+enum StopReason {
+    Shutdown,
+    Expired,
+}
 
 /// HTTP settings taken from [`ServiceConfig`].
 #[derive(Debug, Clone)]
@@ -344,24 +357,28 @@ impl HttpService {
             shutdown_tx.send_replace(true);
         })
         .into_future();
-        tokio::pin!(server);
+        let mut server = Box::pin(server);
 
-        let result = tokio::select! {
-            result = &mut server => result,
+        // One deadline for the whole shutdown: requests and subscribers drain in parallel
+        // (sessions were told to close when the signal fired), so neither wait adds to the
+        // other.
+        let (result, deadline) = tokio::select! {
+            result = &mut server => (result, tokio::time::Instant::now() + grace),
             () = async { let _ = shutdown_started.wait_for(|started| *started).await; } => {
-                match tokio::time::timeout(grace, &mut server).await {
-                    Ok(result) => result,
+                let deadline = tokio::time::Instant::now() + grace;
+                match tokio::time::timeout_at(deadline, &mut server).await {
+                    Ok(result) => (result, deadline),
                     Err(_) => {
                         tracing::warn!(?grace, "requests still in flight after the grace period; dropping them");
-                        Ok(())
+                        (Ok(()), deadline)
                     }
                 }
             }
         };
-
-        // The router (and the session sender in its state) is gone; what remains are the
-        // senders held by live WebSocket sessions, each closing with 1001.
-        match tokio::time::timeout(grace, sessions.recv()).await {
+        // Dropping the server drops the router, and with it the session sender in its
+        // state; what remains are the senders held by live WebSocket sessions.
+        drop(server);
+        match tokio::time::timeout_at(deadline, sessions.recv()).await {
             Ok(_) => tracing::info!("all subscriptions closed"),
             Err(_) => tracing::warn!(?grace, "subscriptions still open after the grace period"),
         }
@@ -598,9 +615,32 @@ async fn websocket_session<E: Executor>(
     metrics::gauge!("api_websocket_sessions").increment(1.0);
     let state = state.0;
     let (mut sink, mut stream) = socket.split();
+    // The session ends when the server shuts down or the caller's token expires: a
+    // subscription must not outlive the credentials that authorised it.
+    let (expiry_tx, expiry_rx) = oneshot::channel::<DateTime<Utc>>();
     let mut shutdown = state.shutdown.clone();
-    let shutting_down = async move {
-        let _ = shutdown.wait_for(|started| *started).await;
+    let stop = async move {
+        let expiry = async move {
+            match expiry_rx.await {
+                Ok(expires_at) => {
+                    let remaining = (expires_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                    tokio::time::sleep(remaining).await;
+                }
+                // Anonymous, or never initialised: nothing expires.
+                Err(_) => future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.wait_for(|started| *started) => StopReason::Shutdown,
+            () = expiry => StopReason::Expired,
+        }
+    };
+    let stop_reason = Arc::new(OnceLock::new());
+    let stop = {
+        let stop_reason = Arc::clone(&stop_reason);
+        async move {
+            let _ = stop_reason.set(stop.await);
+        }
     };
     let rejected = Arc::new(AtomicBool::new(false));
 
@@ -619,6 +659,9 @@ async fn websocket_session<E: Executor>(
                     )));
                 }
             };
+            if let Some(user) = &user {
+                let _ = expiry_tx.send(user.expires_at);
+            }
             let mut data = Data::default();
             data.insert(RequestContext { user, ..context });
             data.insert(rate_limits);
@@ -642,7 +685,7 @@ async fn websocket_session<E: Executor>(
             }))
         }
     };
-    let input = (&mut stream).take_until(shutting_down);
+    let input = (&mut stream).take_until(stop);
     GraphQLWebSocket::new_with_pair(
         (&mut sink).with(close_code),
         input,
@@ -653,10 +696,17 @@ async fn websocket_session<E: Executor>(
     .serve()
     .await;
 
-    if *state.shutdown.borrow() {
+    let closing = match stop_reason.get() {
+        Some(StopReason::Shutdown) => Some((CLOSE_GOING_AWAY, "server is shutting down")),
+        Some(StopReason::Expired) => {
+            Some((CLOSE_UNAUTHORIZED, "UNAUTHENTICATED: the token has expired"))
+        }
+        None => None,
+    };
+    if let Some((code, reason)) = closing {
         let frame = CloseFrame {
-            code: CLOSE_GOING_AWAY,
-            reason: "server is shutting down".into(),
+            code,
+            reason: reason.into(),
         };
         if sink.send(Message::Close(Some(frame))).await.is_ok() {
             // Wait briefly for the client's closing frame so the close handshake completes.

@@ -1042,3 +1042,67 @@ async fn shutdown_closes_subscribers_and_finishes_in_flight_requests() {
         "the listener is closed"
     );
 }
+
+#[tokio::test]
+async fn a_websocket_is_closed_when_its_token_expires() {
+    let app = spawn_app(Setup::default()).await;
+    // Issued almost an hour ago with a one-hour lifetime: about a second left.
+    let token = app
+        .jwt
+        .issue_at(
+            Uuid::now_v7(),
+            &[Role::Customer],
+            chrono::Utc::now() - chrono::Duration::seconds(3599),
+        )
+        .expect("issues")
+        .token;
+    let mut socket = ws_connect(&app, "graphql-transport-ws").await;
+    ws_send(&mut socket, json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } })).await;
+    assert_eq!(
+        ws_next(&mut socket).await.expect("ack")["type"],
+        "connection_ack"
+    );
+    ws_send(&mut socket, json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription { ticks(everyMs: 50) }" } })).await;
+    let started = Instant::now();
+    let frame = loop {
+        match ws_next(&mut socket).await {
+            Ok(message) => assert_eq!(message["type"], "next"),
+            Err(frame) => break frame.expect("a close frame"),
+        }
+    };
+    assert_eq!(frame.code, CloseCode::from(4401));
+    assert!(frame.reason.contains("expired"), "{}", frame.reason);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    app.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn shutdown_is_bounded_by_the_grace_period() {
+    let mut setup = Setup::default();
+    setup.options.shutdown_grace = Duration::from_millis(500);
+    let app = spawn_app(setup).await;
+    let stuck = {
+        let http = app.http.clone();
+        let url = app.url("/graphql");
+        tokio::spawn(async move {
+            http.post(url)
+                .json(&json!({ "query": "{ slow(millis: 60000) }" }))
+                .send()
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    app.stop().await.expect("serve returns Ok");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(450),
+        "waited for the grace period: {took:?}"
+    );
+    assert!(took < Duration::from_secs(3), "but not longer: {took:?}");
+    stuck.abort();
+}
