@@ -1,0 +1,723 @@
+//! The inventory actor: one per ticketed event, the only writer of its stream.
+//!
+//! # Pipelining
+//!
+//! The actor keeps one in-memory [`Inventory`]: the durable state plus every event decided
+//! but not yet durable (the *speculative* state). Each command is decided against it; its
+//! events join the open batch together with the command's reply port. At most one batch
+//! is being appended at a time, by a spawned task, with `ExpectedVersion::Exact` of the
+//! durable version: the handler never awaits the store, so while one append is in flight
+//! the actor keeps deciding, and the next batch fills up. The store's group commit then
+//! shares one fsync among the batches of many events.
+//!
+//! Every answer (success, rejection, or an idempotent replay) waits until everything it
+//! was decided against is durable: a rejection such as `SOLD_OUT` may depend on holds
+//! that are not durable yet.
+//!
+//! # Failure
+//!
+//! When an append fails or conflicts, nothing in it or after it is acknowledged. The actor
+//! reloads its stream (in a spawned task again), and decides every unanswered command
+//! again, in order. Idempotency keys make that safe when the failed append did commit: the
+//! command finds its key and gets its first outcome with no new events. A command caught in
+//! more than [`ActorConfig::max_retries`] failed appends is answered `CONFLICT` or
+//! `UNAVAILABLE`, both retriable.
+//!
+//! # Expiry and idleness
+//!
+//! Live holds are indexed by expiry time; one timer is armed for the earliest one. When it
+//! fires, every due hold is expired by an `ExpireHold` command from the platform. An actor
+//! stops itself after [`ActorConfig::idle_timeout`] without commands, but never while it
+//! has live holds (their expiry needs it) or work in flight.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use domain::aggregate::{Actor as DomainActor, Aggregate, Command, CommandMeta};
+use domain::inventory::{Inventory, InventoryCommand, InventoryEvent, InventoryOutcome};
+use domain::{EventId, IdempotencyKey, OrderId, Rejection};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use store::{
+    AppendResult, EventStore, ExpectedVersion, MAX_APPEND_BYTES, MAX_EVENT_BYTES,
+    MAX_EVENTS_PER_APPEND, Metadata, NewEvent, Position, StoreError, StreamName,
+};
+use uuid::Uuid;
+
+use crate::clock::Clock;
+use crate::codec;
+use crate::error::{CommandError, Receipt};
+
+/// What a command sent to an inventory actor answers.
+pub type CommandReply = Result<Receipt<InventoryOutcome>, CommandError>;
+
+/// Tuning of inventory actors.
+#[derive(Clone, Debug)]
+pub struct ActorConfig {
+    /// How long an actor without commands and without live holds stays loaded.
+    pub idle_timeout: Duration,
+    /// Most events in one append (at most the store's own limit).
+    pub max_batch_events: usize,
+    /// Most payload bytes in one append (at most the store's own limit).
+    pub max_batch_bytes: usize,
+    /// How many failed appends a command may be caught in before it is answered with a
+    /// retriable error.
+    pub max_retries: u32,
+}
+
+impl Default for ActorConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(300),
+            max_batch_events: 2048,
+            max_batch_bytes: MAX_APPEND_BYTES / 2,
+            max_retries: 3,
+        }
+    }
+}
+
+/// A question answered from the actor's state (which includes decided, not yet durable
+/// events).
+pub type ReadFn = Box<dyn FnOnce(&Inventory) + Send>;
+
+/// Messages of the inventory actor.
+pub enum InventoryMsg {
+    /// Decide a command and answer once its events are durable.
+    Execute {
+        /// The command (boxed: it is much larger than the other messages).
+        cmd: Box<Command<InventoryCommand>>,
+        /// Where the answer goes.
+        reply: RpcReplyPort<CommandReply>,
+    },
+    /// Run a read-only question against the state.
+    Read(ReadFn),
+    /// Expire every hold whose time has come (sent by the actor's own timer, or by
+    /// whoever wants expiries checked now).
+    ExpireDue,
+    /// The append task finished.
+    AppendDone(Result<AppendResult, StoreError>),
+    /// The reload task finished.
+    Reloaded(Result<Box<Recovered>, StoreError>),
+    /// Stop if idle for long enough (sent by the actor's own interval).
+    IdleCheck,
+    /// Fail on purpose, as a bug would: the supervisor restarts the actor from the store
+    /// (operators and tests use it to check recovery).
+    Crash,
+}
+
+/// The arguments an inventory actor is spawned with.
+pub struct InventoryArgs {
+    /// The event whose inventory this actor serialises.
+    pub event_id: EventId,
+    /// Where its stream lives.
+    pub store: Arc<dyn EventStore>,
+    /// What "now" is for expiries.
+    pub clock: Arc<dyn Clock>,
+    /// Tuning.
+    pub config: Arc<ActorConfig>,
+    /// Whether an empty stream is acceptable (the first command creates the event); when
+    /// not, starting on an empty stream fails with [`StartupError::NotFound`].
+    pub allow_new: bool,
+}
+
+/// Why an inventory actor did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The event's stream is empty and the command was not one that creates it.
+    #[error("event {0} not found")]
+    NotFound(EventId),
+    /// Reading the stream failed.
+    #[error("recovering the inventory failed: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// A state folded from the stream.
+pub struct Recovered {
+    /// The folded state.
+    inventory: Inventory,
+    /// Version of the last event (`None`: empty stream).
+    version: Option<u64>,
+    /// Position of the last event.
+    position: Position,
+}
+
+/// The actor (stateless; everything is in [`InventoryState`]).
+pub struct InventoryActor;
+
+/// A command waiting for its answer.
+struct Entry {
+    /// The command, kept to decide it again after a failed append.
+    cmd: Box<Command<InventoryCommand>>,
+    /// Where the answer goes; `None` for commands the actor gave itself (expiries).
+    reply: Option<RpcReplyPort<CommandReply>>,
+    /// Failed appends this command was part of.
+    attempts: u32,
+    /// What the decision said (sent once durable).
+    decided: Result<InventoryOutcome, Rejection>,
+    /// Index of its first event in the batch.
+    start: usize,
+    /// How many events it wrote.
+    count: usize,
+}
+
+/// Commands whose events are appended together.
+#[derive(Default)]
+struct Batch {
+    /// The events to append, in order.
+    events: Vec<NewEvent>,
+    /// Their payload bytes, to respect the append limit.
+    bytes: usize,
+    /// The commands, in decision order.
+    entries: Vec<Entry>,
+}
+
+/// The state of an inventory actor.
+pub struct InventoryState {
+    /// Whose inventory.
+    event_id: EventId,
+    /// `inventory-<event id>`.
+    stream: StreamName,
+    /// Where appends go.
+    store: Arc<dyn EventStore>,
+    /// The time for expiries.
+    clock: Arc<dyn Clock>,
+    /// Tuning.
+    config: Arc<ActorConfig>,
+    /// Durable state plus every decided, not yet durable event.
+    inventory: Inventory,
+    /// Version of the last durable event: the expected version of the next append.
+    version: Option<u64>,
+    /// Position of the last durable event (the receipt of commands that write nothing).
+    position: Position,
+    /// The batch being appended now.
+    in_flight: Option<Batch>,
+    /// Decided batches waiting for the one in flight; new commands join the last one.
+    queued: VecDeque<Batch>,
+    /// A reload after a failed append is running; commands wait in `parked`.
+    reloading: bool,
+    /// Commands that arrived during a reload, not decided yet.
+    parked: Vec<Entry>,
+    /// The error that caused the reload, answered to commands out of retries.
+    last_failure: Option<CommandError>,
+    /// Live holds by expiry, to fire the earliest.
+    expiries: BTreeSet<(DateTime<Utc>, OrderId)>,
+    /// Live hold -> its expiry, to find it in `expiries` when it closes.
+    live_holds: HashMap<OrderId, DateTime<Utc>>,
+    /// When the armed expiry timer fires, if one is armed.
+    timer_at: Option<DateTime<Utc>>,
+    /// When the last command arrived, for the idle stop.
+    last_active: Instant,
+}
+
+impl Actor for InventoryActor {
+    type Msg = InventoryMsg;
+    type State = InventoryState;
+    type Arguments = InventoryArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: InventoryArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let stream = stream_name(args.event_id)?;
+        let recovered = recover(args.store.as_ref(), &stream)
+            .await
+            .map_err(StartupError::Store)?;
+        if recovered.version.is_none() && !args.allow_new {
+            return Err(StartupError::NotFound(args.event_id).into());
+        }
+        let idle_tick = (args.config.idle_timeout / 4).max(Duration::from_millis(10));
+        myself.send_interval(idle_tick, || InventoryMsg::IdleCheck);
+        let mut state = InventoryState {
+            event_id: args.event_id,
+            stream,
+            store: args.store,
+            clock: args.clock,
+            config: args.config,
+            inventory: Inventory::default(),
+            version: None,
+            position: Position::START,
+            in_flight: None,
+            queued: VecDeque::new(),
+            reloading: false,
+            parked: Vec::new(),
+            last_failure: None,
+            expiries: BTreeSet::new(),
+            live_holds: HashMap::new(),
+            timer_at: None,
+            last_active: Instant::now(),
+        };
+        state.install(recovered);
+        metrics::gauge!("inventory_actors_loaded").increment(1.0);
+        Ok(state)
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // Holds recorded before a restart: those already past expire at once.
+        state.arm_timer(&myself);
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        _state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        metrics::gauge!("inventory_actors_loaded").decrement(1.0);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            InventoryMsg::Execute { cmd, reply } => {
+                state.last_active = Instant::now();
+                let entry = Entry {
+                    cmd,
+                    reply: Some(reply),
+                    attempts: 0,
+                    decided: Ok(InventoryOutcome::Accepted),
+                    start: 0,
+                    count: 0,
+                };
+                if state.reloading {
+                    state.parked.push(entry);
+                } else {
+                    state.decide(entry);
+                    state.submit(&myself);
+                }
+            }
+            InventoryMsg::Read(f) => f(&state.inventory),
+            InventoryMsg::ExpireDue => {
+                state.timer_at = None;
+                if !state.reloading {
+                    state.expire_due();
+                    state.submit(&myself);
+                }
+            }
+            InventoryMsg::AppendDone(result) => state.append_done(&myself, result),
+            InventoryMsg::Reloaded(Ok(recovered)) => state.reloaded(&myself, *recovered),
+            InventoryMsg::Reloaded(Err(e)) => {
+                // The state is unknown: answer everyone and fail, so that the supervisor
+                // starts a fresh actor that recovers from the store.
+                let error = CommandError::from(e.clone());
+                for entry in state.take_unanswered() {
+                    answer(entry.reply, Err(error.clone()));
+                }
+                return Err(Box::new(e));
+            }
+            InventoryMsg::IdleCheck => {
+                let idle = state.last_active.elapsed() >= state.config.idle_timeout;
+                if idle && state.is_quiet() && state.inventory.live_hold_count() == 0 {
+                    myself.stop(Some("idle".into()));
+                }
+            }
+            InventoryMsg::Crash => return Err("crash requested".into()),
+        }
+        state.arm_timer(&myself);
+        if !state.inventory.exists() && state.is_quiet() {
+            // Started for a create that was refused: leave nothing behind.
+            myself.stop(Some("no event".into()));
+        }
+        Ok(())
+    }
+}
+
+impl InventoryState {
+    /// Replaces the state with one folded from the store.
+    fn install(&mut self, recovered: Recovered) {
+        self.inventory = recovered.inventory;
+        self.version = recovered.version;
+        self.position = recovered.position;
+        self.expiries.clear();
+        self.live_holds.clear();
+        let live: Vec<_> = self.inventory.live_holds().collect();
+        for (order, at) in live {
+            self.expiries.insert((at, order));
+            self.live_holds.insert(order, at);
+        }
+        self.timer_at = None;
+    }
+
+    /// Nothing decided waits for the store.
+    fn is_quiet(&self) -> bool {
+        self.in_flight.is_none() && self.queued.is_empty() && !self.reloading
+    }
+
+    /// Decides one command against the speculative state and queues its answer.
+    fn decide(&mut self, mut entry: Entry) {
+        fix_retried_hold(&self.inventory, &mut entry.cmd);
+        let decision = match self.inventory.decide(&entry.cmd) {
+            Ok(d) => d,
+            Err(rejection) => {
+                entry.decided = Err(rejection);
+                self.enqueue(entry, Vec::new(), 0);
+                return;
+            }
+        };
+        let meta = &entry.cmd.meta;
+        let metadata = Metadata {
+            correlation_id: meta.correlation_id,
+            causation_id: None,
+            acting_user: meta.actor.user_id().map(|u| u.as_uuid()),
+            recorded_at: meta.now,
+        };
+        let mut encoded = Vec::with_capacity(decision.events.len());
+        let mut bytes = 0;
+        for event in &decision.events {
+            match codec::encode(event, metadata.clone()) {
+                Ok(e) => {
+                    bytes += e.data.len();
+                    if e.data.len() > MAX_EVENT_BYTES {
+                        return reply_now(
+                            entry,
+                            CommandError::TooLarge(format!(
+                                "a {} event of {} bytes exceeds the limit of {MAX_EVENT_BYTES}",
+                                event.type_name(),
+                                e.data.len()
+                            )),
+                        );
+                    }
+                    encoded.push(e);
+                }
+                Err(e) => {
+                    return reply_now(
+                        entry,
+                        CommandError::Unavailable(format!("encoding an event failed: {e}")),
+                    );
+                }
+            }
+        }
+        if encoded.len() > MAX_EVENTS_PER_APPEND || bytes > MAX_APPEND_BYTES {
+            return reply_now(
+                entry,
+                CommandError::TooLarge(format!(
+                    "the command writes {} events of {bytes} bytes, more than one append holds",
+                    encoded.len()
+                )),
+            );
+        }
+        for event in &decision.events {
+            self.inventory.evolve(event);
+            self.track_expiry(event);
+        }
+        entry.decided = Ok(decision.outcome);
+        self.enqueue(entry, encoded, bytes);
+    }
+
+    /// Adds a decided command to the open batch (or answers it at once when nothing it
+    /// could depend on is pending).
+    fn enqueue(&mut self, mut entry: Entry, events: Vec<NewEvent>, bytes: usize) {
+        if events.is_empty() && self.in_flight.is_none() && self.queued.is_empty() {
+            let position = self.position;
+            let result = entry
+                .decided
+                .map(|outcome| Receipt { outcome, position })
+                .map_err(CommandError::Rejected);
+            record_outcome(&result);
+            answer(entry.reply, result);
+            return;
+        }
+        let fits = self.queued.back().is_some_and(|b| {
+            b.events.is_empty()
+                || (b.events.len() + events.len() <= self.config.max_batch_events
+                    && b.events.len() + events.len() <= MAX_EVENTS_PER_APPEND
+                    && b.bytes + bytes <= self.config.max_batch_bytes.min(MAX_APPEND_BYTES))
+        });
+        if !fits {
+            self.queued.push_back(Batch::default());
+        }
+        let Some(batch) = self.queued.back_mut() else {
+            return;
+        };
+        entry.start = batch.events.len();
+        entry.count = events.len();
+        batch.events.extend(events);
+        batch.bytes += bytes;
+        batch.entries.push(entry);
+    }
+
+    /// Keeps the expiry index in step with the holds.
+    fn track_expiry(&mut self, event: &InventoryEvent) {
+        let closed = match event {
+            InventoryEvent::HoldPlaced(h) => {
+                self.expiries.insert((h.expires_at, h.order_id));
+                self.live_holds.insert(h.order_id, h.expires_at);
+                return;
+            }
+            InventoryEvent::HoldReleased(e) => e.order_id,
+            InventoryEvent::HoldExpired(e) => e.order_id,
+            InventoryEvent::OrderConfirmed(e) => e.order_id,
+            InventoryEvent::OrderCancelled(e) => e.order_id,
+            _ => return,
+        };
+        if let Some(at) = self.live_holds.remove(&closed) {
+            self.expiries.remove(&(at, closed));
+        }
+    }
+
+    /// Starts appending the next batch if none is in flight.
+    fn submit(&mut self, myself: &ActorRef<InventoryMsg>) {
+        if self.in_flight.is_some() || self.reloading {
+            return;
+        }
+        while let Some(mut batch) = self.queued.pop_front() {
+            if batch.events.is_empty() {
+                // Only answers that wait for nothing any more.
+                let position = self.position;
+                for entry in batch.entries {
+                    let result = entry
+                        .decided
+                        .map(|outcome| Receipt { outcome, position })
+                        .map_err(CommandError::Rejected);
+                    record_outcome(&result);
+                    answer(entry.reply, result);
+                }
+                continue;
+            }
+            let events = std::mem::take(&mut batch.events);
+            metrics::histogram!("inventory_append_batch_events").record(events.len() as f64);
+            metrics::histogram!("inventory_append_batch_commands")
+                .record(batch.entries.len() as f64);
+            let expected = match self.version {
+                None => ExpectedVersion::NoStream,
+                Some(v) => ExpectedVersion::Exact(v),
+            };
+            let store = self.store.clone();
+            let stream = self.stream.clone();
+            let me = myself.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let result = store.append(&stream, expected, events).await;
+                metrics::histogram!("inventory_append_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                // If the actor is gone, its callers already got UNAVAILABLE.
+                let _ = me.send_message(InventoryMsg::AppendDone(result));
+            });
+            self.in_flight = Some(batch);
+            return;
+        }
+    }
+
+    /// The append of the in-flight batch finished.
+    fn append_done(
+        &mut self,
+        myself: &ActorRef<InventoryMsg>,
+        result: Result<AppendResult, StoreError>,
+    ) {
+        let Some(batch) = self.in_flight.take() else {
+            return;
+        };
+        match result {
+            Ok(appended) => {
+                self.version = Some(appended.last_version);
+                let mut position = self.position;
+                for entry in batch.entries {
+                    if entry.count > 0 {
+                        position = appended
+                            .positions
+                            .get(entry.start + entry.count - 1)
+                            .copied()
+                            .unwrap_or(appended.last_position());
+                    }
+                    let result = entry
+                        .decided
+                        .map(|outcome| Receipt { outcome, position })
+                        .map_err(CommandError::Rejected);
+                    record_outcome(&result);
+                    answer(entry.reply, result);
+                }
+                self.position = appended.last_position();
+                self.submit(myself);
+            }
+            Err(e) => {
+                tracing::warn!(event = %self.event_id, error = %e, "inventory append failed; reloading");
+                metrics::counter!("inventory_append_failures", "code" => e.code()).increment(1);
+                self.last_failure = Some(CommandError::from(e));
+                self.in_flight = Some(batch);
+                self.reloading = true;
+                let store = self.store.clone();
+                let stream = self.stream.clone();
+                let me = myself.clone();
+                tokio::spawn(async move {
+                    let result = recover(store.as_ref(), &stream).await.map(Box::new);
+                    let _ = me.send_message(InventoryMsg::Reloaded(result));
+                });
+            }
+        }
+    }
+
+    /// Every command not answered yet, in the order it arrived.
+    fn take_unanswered(&mut self) -> Vec<Entry> {
+        let mut entries = Vec::new();
+        for batch in self
+            .in_flight
+            .take()
+            .into_iter()
+            .chain(self.queued.drain(..))
+        {
+            for mut entry in batch.entries {
+                entry.attempts += 1;
+                entries.push(entry);
+            }
+        }
+        entries.append(&mut self.parked);
+        self.reloading = false;
+        entries
+    }
+
+    /// The store's state after a failed append: decide every unanswered command again.
+    fn reloaded(&mut self, myself: &ActorRef<InventoryMsg>, recovered: Recovered) {
+        let entries = self.take_unanswered();
+        self.install(recovered);
+        let failure = self
+            .last_failure
+            .take()
+            .unwrap_or_else(|| CommandError::Unavailable("the append failed".into()));
+        for entry in entries {
+            if entry.attempts > self.config.max_retries {
+                let result = Err(failure.clone());
+                record_outcome(&result);
+                answer(entry.reply, result);
+            } else {
+                self.decide(entry);
+            }
+        }
+        self.submit(myself);
+    }
+
+    /// Expires every hold whose time has come.
+    fn expire_due(&mut self) {
+        let now = self.clock.now();
+        let due: Vec<(DateTime<Utc>, OrderId)> = self
+            .expiries
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .copied()
+            .collect();
+        for (_, order_id) in due {
+            let key = format!("expire-{order_id}");
+            let Ok(idempotency_key) = IdempotencyKey::parse(&key) else {
+                continue;
+            };
+            let cmd = Box::new(Command::new(
+                CommandMeta {
+                    idempotency_key,
+                    actor: DomainActor::System,
+                    now,
+                    correlation_id: Uuid::now_v7(),
+                },
+                InventoryCommand::ExpireHold { order_id },
+            ));
+            self.decide(Entry {
+                cmd,
+                reply: None,
+                attempts: 0,
+                decided: Ok(InventoryOutcome::Accepted),
+                start: 0,
+                count: 0,
+            });
+            // A hold the domain would not expire yet (clock skew) is retried on the next
+            // tick rather than spinning now.
+            if let Some(at) = self.live_holds.get(&order_id).copied() {
+                self.expiries.remove(&(at, order_id));
+                let retry = now + chrono::Duration::seconds(1);
+                self.expiries.insert((retry.max(at), order_id));
+                self.live_holds.insert(order_id, retry.max(at));
+            }
+        }
+    }
+
+    /// Arms the timer for the earliest expiry if none is armed for it or earlier.
+    fn arm_timer(&mut self, myself: &ActorRef<InventoryMsg>) {
+        let Some(&(earliest, _)) = self.expiries.first() else {
+            return;
+        };
+        if self.timer_at.is_some_and(|t| t <= earliest) {
+            return;
+        }
+        let wait = (earliest - self.clock.now())
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        self.timer_at = Some(earliest);
+        myself.send_after(wait, || InventoryMsg::ExpireDue);
+    }
+}
+
+/// A retried hold carries the same deterministic order id but a new expiry time; give it
+/// the expiry its first attempt recorded, so that the idempotency ledger recognises it.
+fn fix_retried_hold(inventory: &Inventory, cmd: &mut Command<InventoryCommand>) {
+    let req = match &mut cmd.body {
+        InventoryCommand::PlaceHold(req) => req,
+        InventoryCommand::Purchase { hold, .. } => hold,
+        _ => return,
+    };
+    if let Some(order) = inventory.order(req.order_id)
+        && Some(order.user_id) == cmd.meta.actor.user_id()
+    {
+        req.expires_at = order.expires_at;
+    }
+}
+
+fn reply_now(entry: Entry, error: CommandError) {
+    let result = Err(error);
+    record_outcome(&result);
+    answer(entry.reply, result);
+}
+
+fn answer(reply: Option<RpcReplyPort<CommandReply>>, result: CommandReply) {
+    if let Some(reply) = reply {
+        // A caller that gave up is not an error of the actor.
+        let _ = reply.send(result);
+    }
+}
+
+fn record_outcome(result: &CommandReply) {
+    let code = match result {
+        Ok(_) => "OK",
+        Err(e) => e.code(),
+    };
+    metrics::counter!("inventory_commands", "outcome" => code).increment(1);
+}
+
+/// The stream of an event's inventory.
+pub fn stream_name(event_id: EventId) -> Result<StreamName, StoreError> {
+    StreamName::new(domain::ids::streams::inventory(event_id))
+}
+
+/// Events read per page while recovering.
+const RECOVERY_PAGE: usize = 4096;
+
+/// Folds an event's whole stream.
+async fn recover(store: &dyn EventStore, stream: &StreamName) -> Result<Recovered, StoreError> {
+    let mut inventory = Inventory::default();
+    let mut version = None;
+    let mut position = Position::START;
+    let mut from = 0;
+    loop {
+        let page = store.read_stream(stream, from, RECOVERY_PAGE).await?;
+        for recorded in &page {
+            inventory.evolve(&codec::decode(recorded)?);
+            version = Some(recorded.version);
+            position = recorded.position;
+        }
+        if page.len() < RECOVERY_PAGE {
+            break;
+        }
+        from = version.map_or(0, |v| v + 1);
+    }
+    Ok(Recovered {
+        inventory,
+        version,
+        position,
+    })
+}

@@ -1,0 +1,739 @@
+//! [`CommandService`]: the command interface the rest of the system (GraphQL, webhooks,
+//! tools) calls. It stamps commands (time, ids, secrets), routes them to the event's
+//! inventory actor and orchestrates payments around it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use domain::aggregate::{Actor, Command, CommandMeta, Role};
+use domain::inventory::{
+    DetailsInput, HoldRequest, Inventory, InventoryCommand, InventoryOutcome, OrderStatus,
+    OrderView, PaymentInput, RefundReason, Selection, TicketSeed,
+};
+use domain::{EventId, IdempotencyKey, OrderId, Rejection, TicketId, TierId};
+use parking_lot::Mutex;
+use payments::{
+    ChargeOutcome, ChargeRequest, DeclineReason, PaymentError, PaymentPort, RefundRequest,
+    WebhookEvent, WebhookEventType, charge_within,
+};
+use ractor::MessagingErr;
+use store::{EventStore, Position};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::actor::{ActorConfig, CommandReply, InventoryMsg, stream_name};
+use crate::clock::Clock;
+use crate::codec;
+use crate::error::{CommandError, Receipt};
+use crate::registry::Registry;
+
+/// Namespace of the ids this crate derives from idempotency keys.
+const COMMANDS_NAMESPACE: Uuid = Uuid::from_u128(0x5d0c_6a5e_2b1f_4c7e_9a3d_8e21_f4b6_0c17);
+
+/// Tuning of the command side.
+#[derive(Clone, Debug)]
+pub struct CommandConfig {
+    /// How the inventory actors behave.
+    pub actor: ActorConfig,
+    /// How long a hold lasts unless paid.
+    pub hold_ttl: chrono::Duration,
+    /// How long a charge may take before the hold is released (the payment then counts as
+    /// failed; a late success is refunded).
+    pub payment_timeout: Duration,
+    /// How long a caller waits for an actor's answer before `UNAVAILABLE`.
+    pub call_timeout: Duration,
+    /// How often a command is sent again to a fresh actor when its actor stopped before
+    /// answering (safe: the idempotency key makes a repeat answer the first outcome).
+    pub max_send_attempts: u32,
+}
+
+impl Default for CommandConfig {
+    fn default() -> Self {
+        Self {
+            actor: ActorConfig::default(),
+            hold_ttl: chrono::Duration::minutes(10),
+            payment_timeout: Duration::from_secs(10),
+            call_timeout: Duration::from_secs(30),
+            max_send_attempts: 3,
+        }
+    }
+}
+
+/// Who asks, under which idempotency key and request.
+#[derive(Clone, Debug)]
+pub struct RequestContext {
+    /// The authenticated caller.
+    pub actor: Actor,
+    /// The client's idempotency key (validated here: a bad key is `INVALID_INPUT`).
+    pub idempotency_key: String,
+    /// The request id that flows into the stored events' metadata.
+    pub correlation_id: Uuid,
+}
+
+impl RequestContext {
+    /// A context with a fresh correlation id.
+    pub fn new(actor: Actor, idempotency_key: impl Into<String>) -> Self {
+        Self {
+            actor,
+            idempotency_key: idempotency_key.into(),
+            correlation_id: Uuid::now_v7(),
+        }
+    }
+}
+
+/// What became of a payment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PayOutcome {
+    /// The order is paid; these tickets were issued.
+    Confirmed {
+        order_id: OrderId,
+        tickets: Vec<TicketId>,
+    },
+    /// The provider declined; the hold was released.
+    Declined {
+        order_id: OrderId,
+        reason: DeclineReason,
+    },
+    /// The provider did not answer in time; the hold was released (a late success is
+    /// refunded when its webhook arrives).
+    TimedOut { order_id: OrderId },
+    /// The provider answers later by webhook; the hold stays until then or its expiry.
+    Pending {
+        order_id: OrderId,
+        charge_id: String,
+    },
+    /// Money arrived that could not buy the order (the hold was gone): it was refunded.
+    Refunded {
+        order_id: OrderId,
+        refund_id: String,
+        reason: RefundReason,
+    },
+    /// A webhook that needs no action (a refund confirmation).
+    Acknowledged,
+}
+
+/// Finds the event an order belongs to (the read side knows every order); used to route a
+/// payment webhook this process has no record of, for example after a restart.
+#[async_trait]
+pub trait OrderLocator: Send + Sync + 'static {
+    /// The event of `order`, if the order is known.
+    async fn event_of_order(&self, order: OrderId) -> Option<EventId>;
+}
+
+/// The command side. Cheap to clone; clones share the actors.
+#[derive(Clone)]
+pub struct CommandService {
+    /// Everything clones share.
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The inventory actors.
+    registry: Registry,
+    /// For reads outside the actors (payment references of cancelled orders).
+    store: Arc<dyn EventStore>,
+    /// Stamps commands.
+    clock: Arc<dyn Clock>,
+    /// Where money is taken and given back.
+    payments: Arc<dyn PaymentPort>,
+    /// Tuning.
+    config: CommandConfig,
+    /// Orders with a charge that may still report by webhook -> their event.
+    payment_routes: Mutex<HashMap<OrderId, EventId>>,
+    /// Fallback routing for webhooks of charges this process did not start.
+    locator: Mutex<Option<Arc<dyn OrderLocator>>>,
+}
+
+impl CommandService {
+    /// Starts the command side on a store, a clock and a payment provider.
+    pub async fn start(
+        store: Arc<dyn EventStore>,
+        clock: Arc<dyn Clock>,
+        payments: Arc<dyn PaymentPort>,
+        config: CommandConfig,
+    ) -> Result<Self, CommandError> {
+        let registry = Registry::start(store.clone(), clock.clone(), config.actor.clone()).await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                registry,
+                store,
+                clock,
+                payments,
+                config,
+                payment_routes: Mutex::new(HashMap::new()),
+                locator: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Sets the fallback that routes webhooks of unknown orders.
+    pub fn set_order_locator(&self, locator: Arc<dyn OrderLocator>) {
+        *self.inner.locator.lock() = Some(locator);
+    }
+
+    /// The actor registry (for supervision and tests).
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// Stops every actor.
+    pub fn stop(&self) {
+        self.inner.registry.stop();
+    }
+
+    /// Creates an event; its id is derived from the caller and the idempotency key, so a
+    /// retry creates nothing new.
+    pub async fn create_event(
+        &self,
+        ctx: &RequestContext,
+        details: DetailsInput,
+    ) -> Result<Receipt<InventoryOutcome>, CommandError> {
+        let event_id = EventId(self.derive_id("event", ctx));
+        self.execute(
+            ctx,
+            event_id,
+            InventoryCommand::CreateEvent { event_id, details },
+        )
+        .await
+    }
+
+    /// Runs any inventory command as given (organizer commands: details, sales window,
+    /// per-user limit, publish, cancel, tiers, seats; also check-in and release). The
+    /// domain authorises it against `ctx.actor`.
+    pub async fn execute(
+        &self,
+        ctx: &RequestContext,
+        event_id: EventId,
+        body: InventoryCommand,
+    ) -> Result<Receipt<InventoryOutcome>, CommandError> {
+        let meta = self.meta(ctx, &ctx.actor)?;
+        self.send(event_id, Command::new(meta, body)).await
+    }
+
+    /// Holds tickets for the caller for the configured time.
+    pub async fn hold(
+        &self,
+        ctx: &RequestContext,
+        event_id: EventId,
+        tier_id: TierId,
+        selection: Selection,
+    ) -> Result<Receipt<InventoryOutcome>, CommandError> {
+        let meta = self.meta(ctx, &ctx.actor)?;
+        let order_id = OrderId(self.derive_id("order", ctx));
+        let req = HoldRequest {
+            order_id,
+            tier_id,
+            selection,
+            expires_at: meta.now + self.inner.config.hold_ttl,
+        };
+        self.send(
+            event_id,
+            Command::new(meta, InventoryCommand::PlaceHold(req)),
+        )
+        .await
+    }
+
+    /// Releases a live hold early.
+    pub async fn release_hold(
+        &self,
+        ctx: &RequestContext,
+        event_id: EventId,
+        order_id: OrderId,
+    ) -> Result<Receipt<InventoryOutcome>, CommandError> {
+        self.execute(ctx, event_id, InventoryCommand::ReleaseHold { order_id })
+            .await
+    }
+
+    /// Checks a ticket in at the door.
+    pub async fn check_in(
+        &self,
+        ctx: &RequestContext,
+        event_id: EventId,
+        ticket_id: TicketId,
+    ) -> Result<Receipt<InventoryOutcome>, CommandError> {
+        self.execute(ctx, event_id, InventoryCommand::CheckIn { ticket_id })
+            .await
+    }
+
+    /// Holds and pays in one call: a hold, then [`CommandService::pay`]. A retry with the
+    /// same idempotency key finds the same order and never charges twice.
+    pub async fn purchase(
+        &self,
+        ctx: &RequestContext,
+        event_id: EventId,
+        tier_id: TierId,
+        selection: Selection,
+        token: &str,
+    ) -> Result<Receipt<PayOutcome>, CommandError> {
+        let held = self.hold(ctx, event_id, tier_id, selection).await?;
+        let InventoryOutcome::Held { order_id, .. } = held.outcome else {
+            return Err(CommandError::Unavailable(format!(
+                "a hold answered {:?}",
+                held.outcome
+            )));
+        };
+        let pay_ctx = RequestContext {
+            actor: ctx.actor.clone(),
+            idempotency_key: derived_key("pay", &ctx.idempotency_key),
+            correlation_id: ctx.correlation_id,
+        };
+        self.pay(&pay_ctx, event_id, order_id, token).await
+    }
+
+    /// Pays a held order with a payment token: charges the provider (idempotently per
+    /// order, outside the actor, within the payment timeout), then confirms the order on
+    /// success, releases the hold on a decline or timeout, or keeps it for the webhook.
+    pub async fn pay(
+        &self,
+        ctx: &RequestContext,
+        event_id: EventId,
+        order_id: OrderId,
+        token: &str,
+    ) -> Result<Receipt<PayOutcome>, CommandError> {
+        IdempotencyKey::parse(&ctx.idempotency_key)?;
+        let order = self
+            .read(event_id, move |inv| inv.order(order_id))
+            .await?
+            .ok_or_else(|| Rejection::not_found("order", order_id))?;
+        if ctx.actor.user_id() != Some(order.user_id) && !ctx.actor.is_admin() {
+            return Err(Rejection::forbidden("only the buyer can pay for this order").into());
+        }
+        match order.status {
+            OrderStatus::Held | OrderStatus::Paid => {}
+            OrderStatus::Expired => {
+                return Err(Rejection::HoldExpired {
+                    order: order_id.to_string(),
+                    expired_at: order.expires_at,
+                }
+                .into());
+            }
+            other => {
+                return Err(Rejection::InvalidState(format!(
+                    "order {order_id} is {other:?}, not a live hold"
+                ))
+                .into());
+            }
+        }
+        if order.total.amount_minor == 0 {
+            // Free tickets: nothing to charge, the order is confirmed as it is.
+            let reference = format!("free-{order_id}");
+            return self
+                .confirm(
+                    event_id,
+                    &order,
+                    &reference,
+                    0,
+                    order.total.currency.as_str(),
+                )
+                .await;
+        }
+        let request = ChargeRequest::for_order(
+            order_id.as_uuid(),
+            order.total.amount_minor,
+            order.total.currency.as_str(),
+            token,
+        );
+        // Any charge may report later by webhook: keep its route until it settles.
+        self.inner.payment_routes.lock().insert(order_id, event_id);
+        let charged = charge_within(
+            self.inner.payments.as_ref(),
+            request,
+            self.inner.config.payment_timeout,
+        )
+        .await;
+        match charged {
+            Ok(ChargeOutcome::Succeeded { charge_id }) => {
+                self.inner.payment_routes.lock().remove(&order_id);
+                self.confirm(
+                    event_id,
+                    &order,
+                    &charge_id,
+                    order.total.amount_minor,
+                    order.total.currency.as_str(),
+                )
+                .await
+            }
+            Ok(ChargeOutcome::Declined { reason }) => {
+                self.inner.payment_routes.lock().remove(&order_id);
+                let position = self.release_after_payment(ctx, event_id, &order).await?;
+                Ok(Receipt {
+                    outcome: PayOutcome::Declined { order_id, reason },
+                    position,
+                })
+            }
+            Ok(ChargeOutcome::Pending { charge_id }) => Ok(Receipt {
+                outcome: PayOutcome::Pending {
+                    order_id,
+                    charge_id,
+                },
+                position: Position::START,
+            }),
+            Err(PaymentError::TimedOut(_)) => {
+                let position = self.release_after_payment(ctx, event_id, &order).await?;
+                Ok(Receipt {
+                    outcome: PayOutcome::TimedOut { order_id },
+                    position,
+                })
+            }
+            Err(e) => {
+                self.inner.payment_routes.lock().remove(&order_id);
+                Err(CommandError::Payment(e))
+            }
+        }
+    }
+
+    /// Handles a verified payment webhook (the API checks its signature and timestamp with
+    /// `payments::parse_webhook`): a late success confirms the order, or is refunded when
+    /// the hold is gone; a late decline releases the hold. Safe to deliver more than once.
+    pub async fn handle_payment_webhook(
+        &self,
+        webhook: &WebhookEvent,
+    ) -> Result<Receipt<PayOutcome>, CommandError> {
+        let order_id = OrderId(webhook.order_id);
+        if webhook.kind == WebhookEventType::RefundSucceeded {
+            return Ok(Receipt {
+                outcome: PayOutcome::Acknowledged,
+                position: Position::START,
+            });
+        }
+        let routed = self.inner.payment_routes.lock().get(&order_id).copied();
+        let event_id = match routed {
+            Some(e) => e,
+            None => {
+                let locator = self.inner.locator.lock().clone();
+                match locator {
+                    Some(l) => l.event_of_order(order_id).await,
+                    None => None,
+                }
+                .ok_or_else(|| Rejection::not_found("order", order_id))?
+            }
+        };
+        let order = self
+            .read(event_id, move |inv| inv.order(order_id))
+            .await?
+            .ok_or_else(|| Rejection::not_found("order", order_id))?;
+        let receipt = match webhook.kind {
+            WebhookEventType::ChargeSucceeded => {
+                self.confirm(
+                    event_id,
+                    &order,
+                    &webhook.charge_id,
+                    webhook.amount,
+                    &webhook.currency,
+                )
+                .await?
+            }
+            WebhookEventType::ChargeFailed => {
+                let owner = Actor::user(order.user_id, [Role::Customer]);
+                let ctx = RequestContext {
+                    actor: owner,
+                    idempotency_key: derived_key("webhook-release", &webhook.id),
+                    correlation_id: Uuid::now_v7(),
+                };
+                let position = self.release_after_payment(&ctx, event_id, &order).await?;
+                Receipt {
+                    outcome: PayOutcome::Declined {
+                        order_id,
+                        reason: webhook
+                            .failure_reason
+                            .unwrap_or(DeclineReason::CardDeclined),
+                    },
+                    position,
+                }
+            }
+            WebhookEventType::RefundSucceeded => unreachable_refund(),
+        };
+        // The route stays: the provider may deliver the same webhook again.
+        Ok(receipt)
+    }
+
+    /// Cancels an order; for a paid order the payment is refunded through the provider.
+    pub async fn cancel_order(
+        &self,
+        ctx: &RequestContext,
+        event_id: EventId,
+        order_id: OrderId,
+    ) -> Result<Receipt<InventoryOutcome>, CommandError> {
+        let receipt = self
+            .execute(ctx, event_id, InventoryCommand::CancelOrder { order_id })
+            .await?;
+        if let InventoryOutcome::OrderCancelled {
+            refund: Some(_), ..
+        } = &receipt.outcome
+            && let Some(charge_id) = self.payment_ref_of(event_id, order_id).await?
+        {
+            self.inner
+                .payments
+                .refund(RefundRequest {
+                    charge_id,
+                    order_id: order_id.as_uuid(),
+                    reason: payments::RefundReason::OrderCancelled,
+                })
+                .await
+                .map_err(CommandError::Payment)?;
+        }
+        Ok(receipt)
+    }
+
+    /// Expires the due holds of an event now (the actor's own timer does this on time;
+    /// this is for operators and tests that move a manual clock).
+    pub async fn expire_due(&self, event_id: EventId) -> Result<(), CommandError> {
+        let actor = self.inner.registry.actor_for(event_id, false).await?;
+        actor
+            .send_message(InventoryMsg::ExpireDue)
+            .map_err(|_| CommandError::Unavailable("the event's actor stopped".into()))
+    }
+
+    /// Answers a question from an event's current state (decided events included).
+    pub async fn read<T: Send + 'static>(
+        &self,
+        event_id: EventId,
+        f: impl FnOnce(&Inventory) -> T + Send + 'static,
+    ) -> Result<T, CommandError> {
+        let actor = self.inner.registry.actor_for(event_id, false).await?;
+        let (tx, rx) = oneshot::channel();
+        let msg = InventoryMsg::Read(Box::new(move |inv| {
+            let _ = tx.send(f(inv));
+        }));
+        actor
+            .send_message(msg)
+            .map_err(|_| CommandError::Unavailable("the event's actor stopped".into()))?;
+        match tokio::time::timeout(self.inner.config.call_timeout, rx).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(_)) => Err(CommandError::Unavailable(
+                "the event's actor stopped before answering".into(),
+            )),
+            Err(_) => Err(CommandError::Unavailable(
+                "the event's actor did not answer in time".into(),
+            )),
+        }
+    }
+
+    /// Confirms an order with a successful charge; refunds the charge when the order can
+    /// no longer be bought with it.
+    async fn confirm(
+        &self,
+        event_id: EventId,
+        order: &OrderView,
+        charge_id: &str,
+        amount_minor: u64,
+        currency: &str,
+    ) -> Result<Receipt<PayOutcome>, CommandError> {
+        let tickets = (0..order.quantity).map(|_| new_ticket_seed()).collect();
+        let payment = PaymentInput {
+            payment_ref: charge_id.to_owned(),
+            amount_minor: i64::try_from(amount_minor).unwrap_or(i64::MAX),
+            currency: currency.to_owned(),
+            tickets,
+        };
+        // A fresh key per attempt: a repeat of the same payment is recognised by its
+        // reference (the order is already paid by it) and writes nothing.
+        let meta = CommandMeta {
+            idempotency_key: IdempotencyKey::parse(&format!("confirm-{}", Uuid::now_v7()))?,
+            actor: Actor::System,
+            now: self.inner.clock.now(),
+            correlation_id: Uuid::now_v7(),
+        };
+        let order_id = order.order_id;
+        let cmd = Command::new(meta, InventoryCommand::ConfirmPayment { order_id, payment });
+        let receipt = self.send(event_id, cmd).await?;
+        match receipt.outcome {
+            InventoryOutcome::Confirmed { order_id, tickets } => Ok(Receipt {
+                outcome: PayOutcome::Confirmed { order_id, tickets },
+                position: receipt.position,
+            }),
+            InventoryOutcome::RefundOwed { reason, .. } => {
+                let refunded = self
+                    .inner
+                    .payments
+                    .refund(RefundRequest {
+                        charge_id: charge_id.to_owned(),
+                        order_id: order_id.as_uuid(),
+                        reason: refund_reason(reason),
+                    })
+                    .await
+                    .map_err(CommandError::Payment)?;
+                let payments::RefundOutcome::Succeeded { refund_id, .. } = refunded;
+                metrics::counter!("payments_refunded", "reason" => format!("{reason:?}"))
+                    .increment(1);
+                Ok(Receipt {
+                    outcome: PayOutcome::Refunded {
+                        order_id,
+                        refund_id,
+                        reason,
+                    },
+                    position: receipt.position,
+                })
+            }
+            other => Err(CommandError::Unavailable(format!(
+                "confirming a payment answered {other:?}"
+            ))),
+        }
+    }
+
+    /// Releases a hold whose payment failed; a hold that is already gone needs nothing.
+    async fn release_after_payment(
+        &self,
+        ctx: &RequestContext,
+        event_id: EventId,
+        order: &OrderView,
+    ) -> Result<Position, CommandError> {
+        let release_ctx = RequestContext {
+            actor: ctx.actor.clone(),
+            idempotency_key: derived_key("release", &ctx.idempotency_key),
+            correlation_id: ctx.correlation_id,
+        };
+        let released = self
+            .execute(
+                &release_ctx,
+                event_id,
+                InventoryCommand::ReleaseHold {
+                    order_id: order.order_id,
+                },
+            )
+            .await;
+        match released {
+            Ok(receipt) => Ok(receipt.position),
+            Err(CommandError::Rejected(_)) => Ok(Position::START),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The payment reference that paid an order, read from the event's stream.
+    async fn payment_ref_of(
+        &self,
+        event_id: EventId,
+        order_id: OrderId,
+    ) -> Result<Option<String>, CommandError> {
+        let stream = stream_name(event_id)?;
+        let mut from = 0;
+        loop {
+            let page = self.inner.store.read_stream(&stream, from, 4096).await?;
+            for recorded in &page {
+                if recorded.event_type == "OrderConfirmed"
+                    && let domain::inventory::InventoryEvent::OrderConfirmed(c) =
+                        codec::decode(recorded)?
+                    && c.order_id == order_id
+                {
+                    return Ok(Some(c.payment_ref));
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == 4096 => from = last.version + 1,
+                _ => return Ok(None),
+            }
+        }
+    }
+
+    /// Stamps a command of `actor` with the context's key, the time and the request id.
+    fn meta(&self, ctx: &RequestContext, actor: &Actor) -> Result<CommandMeta, CommandError> {
+        Ok(CommandMeta {
+            idempotency_key: IdempotencyKey::parse(&ctx.idempotency_key)?,
+            actor: actor.clone(),
+            now: self.inner.clock.now(),
+            correlation_id: ctx.correlation_id,
+        })
+    }
+
+    /// An id that is the same for every retry of one request.
+    fn derive_id(&self, what: &str, ctx: &RequestContext) -> Uuid {
+        let who = match &ctx.actor {
+            Actor::User { id, .. } => id.to_string(),
+            Actor::System => "system".into(),
+            Actor::Anonymous => "anonymous".into(),
+        };
+        let name = format!("{what}:{who}:{}", ctx.idempotency_key);
+        Uuid::new_v5(&COMMANDS_NAMESPACE, name.as_bytes())
+    }
+
+    /// Sends a command to its event's actor and waits for the durable answer. If the actor
+    /// stops before answering, the command goes to a fresh actor (same idempotency key).
+    async fn send(
+        &self,
+        event_id: EventId,
+        cmd: Command<InventoryCommand>,
+    ) -> Result<Receipt<InventoryOutcome>, CommandError> {
+        let mut cmd = Box::new(cmd);
+        let allow_new = matches!(cmd.body, InventoryCommand::CreateEvent { .. });
+        let attempts = self.inner.config.max_send_attempts.max(1);
+        for attempt in 1..=attempts {
+            let actor = self.inner.registry.actor_for(event_id, allow_new).await?;
+            let (tx, rx) = oneshot::channel::<CommandReply>();
+            let copy = (attempt < attempts).then(|| cmd.clone());
+            let sent = actor.send_message(InventoryMsg::Execute {
+                cmd,
+                reply: tx.into(),
+            });
+            match sent {
+                Ok(()) => {}
+                Err(MessagingErr::SendErr(InventoryMsg::Execute { cmd: back, .. })) => {
+                    // The actor stopped before the command reached it: a fresh one takes it.
+                    cmd = back;
+                    continue;
+                }
+                Err(_) => match copy {
+                    Some(again) => {
+                        cmd = again;
+                        continue;
+                    }
+                    None => break,
+                },
+            }
+            match tokio::time::timeout(self.inner.config.call_timeout, rx).await {
+                Ok(Ok(reply)) => return reply,
+                // The actor stopped or failed with the command inside; it may or may not
+                // have been stored, and the idempotency key makes sending it again safe.
+                Ok(Err(_)) => match copy {
+                    Some(again) => cmd = again,
+                    None => break,
+                },
+                Err(_) => {
+                    return Err(CommandError::Unavailable(format!(
+                        "the actor of event {event_id} did not answer within {:?}",
+                        self.inner.config.call_timeout
+                    )));
+                }
+            }
+        }
+        Err(CommandError::Unavailable(format!(
+            "the actor of event {event_id} stopped before answering"
+        )))
+    }
+}
+
+fn unreachable_refund() -> Receipt<PayOutcome> {
+    Receipt {
+        outcome: PayOutcome::Acknowledged,
+        position: Position::START,
+    }
+}
+
+/// A sub-key for a step of a request, short whatever the client's key length.
+fn derived_key(purpose: &str, key: &str) -> String {
+    let id = Uuid::new_v5(&COMMANDS_NAMESPACE, format!("{purpose}:{key}").as_bytes());
+    format!("{purpose}-{id}")
+}
+
+/// A new ticket's id and unguessable secret (128 random bits from the OS-seeded CSPRNG).
+fn new_ticket_seed() -> TicketSeed {
+    TicketSeed {
+        ticket_id: TicketId(Uuid::now_v7()),
+        secret: hex::encode(rand::random::<[u8; 16]>()),
+    }
+}
+
+fn refund_reason(reason: RefundReason) -> payments::RefundReason {
+    match reason {
+        RefundReason::HoldExpired | RefundReason::HoldReleased => {
+            payments::RefundReason::HoldExpired
+        }
+        RefundReason::EventCancelled => payments::RefundReason::EventCancelled,
+        RefundReason::AlreadyPaid => payments::RefundReason::Duplicate,
+        // A payment of the wrong amount buys nothing: it goes back as if cancelled.
+        RefundReason::OrderCancelled
+        | RefundReason::CancelledByRequest
+        | RefundReason::AmountMismatch => payments::RefundReason::OrderCancelled,
+    }
+}
