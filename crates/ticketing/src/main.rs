@@ -1,0 +1,53 @@
+//! The `ticketing` command line.
+//!
+//! One binary, one module per subcommand: `audit` replays history to answer audits
+//! (history, state at a point, verification of the read models). Each subcommand module
+//! exposes an `Args` type parsed by clap and an async `run(args)` returning the process's
+//! exit code, so adding a subcommand is one enum variant and one module.
+
+mod audit;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Event ticketing: event-sourced, built to survive a ticket war.
+#[derive(Debug, Parser)]
+#[command(name = "ticketing", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Replay stored history: an event's history, its state at a point, or a check that
+    /// the read models match the history.
+    Audit(audit::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Audit(args) => audit::run(args).await,
+        }
+    })
+}
