@@ -358,6 +358,19 @@ pub async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> 
     }
 }
 
+/// Waits until the async `check` holds, or panics with `what` after `timeout`.
+pub async fn wait_for_async<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// Asserts that exactly the confirmations of `orders` arrived, one per order by
 /// Message-ID, each to its buyer and listing its tickets. Returns the raw message count
 /// (which may exceed the number of orders only through a crash between the server's
