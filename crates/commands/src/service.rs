@@ -486,6 +486,31 @@ impl CommandService {
             .map_err(|_| CommandError::Unavailable("the event's actor stopped".into()))
     }
 
+    /// Loads the actor of every existing event, so that holds recorded before a restart
+    /// expire on time (those already past expire at once). Actors without live holds stop
+    /// again after the idle timeout. Returns how many events were loaded.
+    pub async fn resume_all(&self) -> Result<usize, CommandError> {
+        let mut after: Option<store::StreamName> = None;
+        let mut loaded = 0;
+        loop {
+            let page = self
+                .inner
+                .store
+                .list_streams(domain::ids::streams::INVENTORY_PREFIX, after.as_ref(), 1000)
+                .await?;
+            for stream in &page {
+                if let Some(event_id) = domain::ids::streams::parse_inventory(stream.as_str()) {
+                    self.inner.registry.actor_for(event_id, false).await?;
+                    loaded += 1;
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == 1000 => after = Some(last.clone()),
+                _ => return Ok(loaded),
+            }
+        }
+    }
+
     /// Answers a question from an event's current state (decided events included).
     pub async fn read<T: Send + 'static>(
         &self,

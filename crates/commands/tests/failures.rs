@@ -1,0 +1,477 @@
+//! Failed and conflicting appends, restarts, supervision, expiry and idleness, each
+//! forced on purpose against a real SQLite store.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use commands::{CommandService, InventoryMsg, ManualClock};
+use domain::inventory::{InventoryOutcome, OrderStatus, Selection};
+use domain::{EventId, OrderId};
+use payments::test_tokens;
+use store::{
+    AppendResult, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, StoreError,
+    StreamName, Subscription,
+};
+
+use common::*;
+
+/// How the wrapper misbehaves on appends to inventory streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// Refuse without writing (the store was unreachable).
+    FailBefore,
+    /// Write, then report a failure (the answer was lost: an ambiguous failure).
+    FailAfter,
+    /// Report a conflict without writing.
+    Conflict,
+}
+
+/// A store that injects `fault` into the next `remaining` appends to inventory streams.
+struct FaultyStore {
+    inner: Arc<dyn EventStore>,
+    fault: parking_lot::Mutex<Fault>,
+    remaining: AtomicU32,
+    injected: AtomicU32,
+}
+
+impl FaultyStore {
+    fn new(inner: Arc<dyn EventStore>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            fault: parking_lot::Mutex::new(Fault::FailBefore),
+            remaining: AtomicU32::new(0),
+            injected: AtomicU32::new(0),
+        })
+    }
+
+    fn inject(&self, fault: Fault, times: u32) {
+        *self.fault.lock() = fault;
+        self.remaining.store(times, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl EventStore for FaultyStore {
+    async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        let armed = stream.as_str().starts_with("inventory-")
+            && self
+                .remaining
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        if !armed {
+            return self.inner.append(stream, expected, events).await;
+        }
+        self.injected.fetch_add(1, Ordering::SeqCst);
+        let fault = *self.fault.lock();
+        match fault {
+            Fault::FailBefore => Err(StoreError::Unavailable("injected: disk gone".into())),
+            Fault::FailAfter => {
+                self.inner.append(stream, expected, events).await?;
+                Err(StoreError::Unavailable("injected: answer lost".into()))
+            }
+            Fault::Conflict => Err(StoreError::WrongExpectedVersion {
+                stream: stream.clone(),
+                expected,
+                actual: None,
+            }),
+        }
+    }
+    async fn read_stream(
+        &self,
+        stream: &StreamName,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_stream(stream, from, max).await
+    }
+    async fn read_all(
+        &self,
+        after: Position,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_all(after, max).await
+    }
+    fn subscribe_all(&self, after: Position) -> Subscription {
+        self.inner.subscribe_all(after)
+    }
+    async fn head(&self) -> Result<Position, StoreError> {
+        self.inner.head().await
+    }
+    async fn stream_version(&self, stream: &StreamName) -> Result<Option<u64>, StoreError> {
+        self.inner.stream_version(stream).await
+    }
+    async fn list_streams(
+        &self,
+        prefix: &str,
+        after: Option<&StreamName>,
+        max: usize,
+    ) -> Result<Vec<StreamName>, StoreError> {
+        self.inner.list_streams(prefix, after, max).await
+    }
+    async fn shutdown(&self) {
+        self.inner.shutdown().await
+    }
+}
+
+/// A second command service on the same store: "another process" writing the same streams.
+async fn service_on(h: &Harness, store: Arc<dyn EventStore>, clock: ManualClock) -> CommandService {
+    CommandService::start(
+        store,
+        Arc::new(clock),
+        Arc::new(h.provider.clone()),
+        config(),
+    )
+    .await
+    .expect("service")
+}
+
+fn count_events(events: &[RecordedEvent], kind: &str) -> usize {
+    events.iter().filter(|e| e.event_type == kind).count()
+}
+
+async fn stream_events(h: &Harness, event: EventId) -> Vec<RecordedEvent> {
+    let stream = commands::actor::stream_name(event).expect("name");
+    h.store
+        .read_stream(&stream, 0, 1_000_000)
+        .await
+        .expect("read")
+}
+
+async fn faulty_setup() -> (
+    Harness,
+    Arc<FaultyStore>,
+    CommandService,
+    EventId,
+    domain::TierId,
+) {
+    let h = harness().await;
+    let (event, tier) = h.published_event(100, None).await;
+    let faulty = FaultyStore::new(Arc::new(h.store.clone()));
+    let service = service_on(&h, faulty.clone(), h.clock.clone()).await;
+    (h, faulty, service, event, tier)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_append_is_retried_and_acknowledged_once_durable() {
+    let (h, faulty, service, event, tier) = faulty_setup().await;
+    faulty.inject(Fault::FailBefore, 2);
+    let receipt = service
+        .hold(
+            &ctx(&buyer(1)),
+            event,
+            tier,
+            Selection::Quantity { quantity: 2 },
+        )
+        .await
+        .expect("hold succeeds after the store recovers");
+    assert!(matches!(receipt.outcome, InventoryOutcome::Held { .. }));
+    assert_eq!(faulty.injected.load(Ordering::SeqCst), 2);
+    let events = stream_events(&h, event).await;
+    assert_eq!(count_events(&events, "HoldPlaced"), 1);
+    assert!(receipt.position <= events.last().expect("events").position);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_keeps_failing_answers_unavailable_and_stores_nothing() {
+    let (h, faulty, service, event, tier) = faulty_setup().await;
+    let before = stream_events(&h, event).await.len();
+    faulty.inject(Fault::FailBefore, 100);
+    let err = service
+        .hold(
+            &ctx(&buyer(1)),
+            event,
+            tier,
+            Selection::Quantity { quantity: 1 },
+        )
+        .await
+        .expect_err("the store is down");
+    assert_eq!(err.code(), "UNAVAILABLE");
+    assert!(err.is_retriable());
+    assert_eq!(stream_events(&h, event).await.len(), before);
+    // Once the store is back, the same event sells again (the actor survived).
+    faulty.inject(Fault::FailBefore, 0);
+    service
+        .hold(
+            &ctx(&buyer(1)),
+            event,
+            tier,
+            Selection::Quantity { quantity: 1 },
+        )
+        .await
+        .expect("store is back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ambiguous_failure_that_did_commit_is_answered_without_duplicates() {
+    let (h, faulty, service, event, tier) = faulty_setup().await;
+    faulty.inject(Fault::FailAfter, 1);
+    let c = ctx(&buyer(1));
+    let receipt = service
+        .hold(&c, event, tier, Selection::Quantity { quantity: 3 })
+        .await
+        .expect("hold");
+    let InventoryOutcome::Held { order_id, .. } = receipt.outcome else {
+        panic!("not held")
+    };
+    let events = stream_events(&h, event).await;
+    assert_eq!(
+        count_events(&events, "HoldPlaced"),
+        1,
+        "decided again, stored once"
+    );
+    let replayed = h.replay(event).await;
+    assert_eq!(replayed.tier(tier).expect("tier").held, 3);
+    assert_eq!(
+        replayed.order(order_id).expect("order").status,
+        OrderStatus::Held
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_conflicts_answer_conflict() {
+    let (h, faulty, service, event, tier) = faulty_setup().await;
+    let before = stream_events(&h, event).await.len();
+    faulty.inject(Fault::Conflict, 100);
+    let err = service
+        .hold(
+            &ctx(&buyer(1)),
+            event,
+            tier,
+            Selection::Quantity { quantity: 1 },
+        )
+        .await
+        .expect_err("conflicts never end");
+    assert_eq!(err.code(), "CONFLICT");
+    assert!(err.is_retriable());
+    assert_eq!(stream_events(&h, event).await.len(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_writing_the_stream_never_causes_an_oversell() {
+    let h = harness().await;
+    let (event, tier) = h.published_event(60, None).await;
+    // Two command sides on one store, each with its own actor for the event.
+    let other = service_on(&h, Arc::new(h.store.clone()), h.clock.clone()).await;
+    let services = [h.service.clone(), other];
+    let mut tasks = Vec::new();
+    for n in 0..200u128 {
+        let service = services[(n % 2) as usize].clone();
+        tasks.push(tokio::spawn(async move {
+            let c = ctx(&buyer(n));
+            // A client retries a retriable answer with the same key.
+            loop {
+                match service
+                    .hold(&c, event, tier, Selection::Quantity { quantity: 1 })
+                    .await
+                {
+                    Err(e) if e.is_retriable() => continue,
+                    other => return other,
+                }
+            }
+        }));
+    }
+    let mut held = 0;
+    let mut sold_out = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok(_) => held += 1,
+            Err(e) if e.code() == "SOLD_OUT" => sold_out += 1,
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(held, 60);
+    assert_eq!(sold_out, 140);
+    let replayed = h.replay(event).await;
+    replayed.check_invariants().expect("invariants");
+    assert_eq!(replayed.tier(tier).expect("tier").held, 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_process_recovers_the_state_and_expires_old_holds() {
+    let h = harness().await;
+    let (event, tier) = h.published_event(10, None).await;
+    let held = h
+        .service
+        .hold(
+            &ctx(&buyer(1)),
+            event,
+            tier,
+            Selection::Quantity { quantity: 4 },
+        )
+        .await
+        .expect("hold");
+    let InventoryOutcome::Held { order_id, .. } = held.outcome else {
+        panic!("not held")
+    };
+    h.service
+        .purchase(
+            &ctx(&buyer(2)),
+            event,
+            tier,
+            Selection::Quantity { quantity: 2 },
+            test_tokens::SUCCESS,
+        )
+        .await
+        .expect("purchase");
+    h.service.stop();
+    // The process is down while the hold runs out.
+    h.clock.advance(chrono::Duration::minutes(15));
+    let restarted = service_on(&h, Arc::new(h.store.clone()), h.clock.clone()).await;
+    assert_eq!(restarted.resume_all().await.expect("resume"), 1);
+    let status = wait_for_status(&restarted, event, order_id, OrderStatus::Expired).await;
+    assert_eq!(status, OrderStatus::Expired);
+    let tier_view = restarted
+        .read(event, move |inv| inv.tier(tier))
+        .await
+        .expect("read")
+        .expect("tier");
+    assert_eq!(
+        (tier_view.sold, tier_view.held, tier_view.available),
+        (2, 0, 8)
+    );
+}
+
+async fn wait_for_status(
+    service: &CommandService,
+    event: EventId,
+    order_id: OrderId,
+    want: OrderStatus,
+) -> OrderStatus {
+    let mut last = None;
+    for _ in 0..500 {
+        last = service
+            .read(event, move |inv| inv.order(order_id).map(|o| o.status))
+            .await
+            .expect("read");
+        if last == Some(want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    last.expect("order exists")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_expire_on_their_own_timer() {
+    let mut cfg = config();
+    cfg.hold_ttl = chrono::Duration::milliseconds(300);
+    // A real clock: the actor's timer, not the test, decides when the hold expires.
+    let h = harness_with(cfg.clone()).await;
+    let (event, tier) = h.published_event(5, None).await;
+    let service = CommandService::start(
+        Arc::new(h.store.clone()),
+        Arc::new(commands::SystemClock),
+        Arc::new(h.provider.clone()),
+        cfg,
+    )
+    .await
+    .expect("service");
+    h.service.stop();
+    let held = service
+        .hold(
+            &ctx(&buyer(1)),
+            event,
+            tier,
+            Selection::Quantity { quantity: 5 },
+        )
+        .await
+        .expect("hold");
+    let InventoryOutcome::Held { order_id, .. } = held.outcome else {
+        panic!("not held")
+    };
+    let status = wait_for_status(&service, event, order_id, OrderStatus::Expired).await;
+    assert_eq!(status, OrderStatus::Expired);
+    let events = stream_events(&h, event).await;
+    assert_eq!(count_events(&events, "HoldExpired"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_actor_is_restarted_from_the_store() {
+    let h = harness().await;
+    let (event, tier) = h.published_event(10, None).await;
+    h.service
+        .hold(
+            &ctx(&buyer(1)),
+            event,
+            tier,
+            Selection::Quantity { quantity: 3 },
+        )
+        .await
+        .expect("hold");
+    let first = h
+        .service
+        .registry()
+        .actor_for(event, false)
+        .await
+        .expect("actor");
+    first.send_message(InventoryMsg::Crash).expect("send");
+    let mut restarted = None;
+    for _ in 0..500 {
+        if let Ok(a) = h.service.registry().actor_for(event, false).await
+            && a.get_id() != first.get_id()
+        {
+            restarted = Some(a);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(restarted.is_some(), "a new actor serves the event");
+    let available = h
+        .service
+        .read(event, move |inv| inv.tier(tier).map(|t| t.available))
+        .await
+        .expect("read");
+    assert_eq!(available, Some(7));
+    assert_eq!(h.service.registry().loaded(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_actors_stop_unless_they_have_live_holds() {
+    let mut cfg = config();
+    cfg.actor.idle_timeout = Duration::from_millis(100);
+    let h = harness_with(cfg).await;
+    let (quiet, _) = h.published_event(5, None).await;
+    let (busy, tier) = h.published_event(5, None).await;
+    h.service
+        .hold(
+            &ctx(&buyer(1)),
+            busy,
+            tier,
+            Selection::Quantity { quantity: 1 },
+        )
+        .await
+        .expect("hold");
+    let mut stopped = false;
+    for _ in 0..300 {
+        if !h.service.registry().is_loaded(quiet) {
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(stopped, "the idle event's actor stopped");
+    assert!(
+        h.service.registry().is_loaded(busy),
+        "an actor with a live hold stays"
+    );
+    // A stopped event comes back on the next command.
+    let publish_again = h
+        .service
+        .execute(
+            &ctx(&h.organizer),
+            quiet,
+            domain::inventory::InventoryCommand::Publish,
+        )
+        .await
+        .expect_err("already published");
+    assert_eq!(publish_again.code(), "INVALID_STATE");
+}
