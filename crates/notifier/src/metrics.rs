@@ -17,3 +17,5 @@ pub const PLANNED: &str = "notifier_planned_total";
 pub const LAG: &str = "notifier_lag_events";
 /// Gauge: the planner's checkpoint (global position).
 pub const CHECKPOINT: &str = "notifier_checkpoint_position";
+/// Gauge: notifications waiting in the outbox, per channel (`channel` label).
+pub const PENDING: &str = "notifier_outbox_pending";

@@ -152,9 +152,17 @@ impl Notifier {
             ));
         }
         tasks.push((
+            "metrics".to_string(),
+            tokio::spawn(report_gauges(
+                store.clone(),
+                db.clone(),
+                shutdown_rx.clone(),
+            )),
+        ));
+        tasks.push((
             "planner".to_string(),
             tokio::spawn(run_planner(
-                store,
+                store.clone(),
                 planner,
                 db.clone(),
                 config.plan_batch.max(1),
@@ -163,7 +171,12 @@ impl Notifier {
             )),
         ));
         Ok(NotifierHandle {
-            notifications: Notifications { db, feed, wakes },
+            notifications: Notifications {
+                db,
+                feed,
+                wakes,
+                store,
+            },
             shutdown: shutdown_tx,
             tasks,
         })
@@ -242,7 +255,6 @@ async fn run_planner(
             }
         };
         let mut subscription = store.subscribe_all(Position(checkpoint));
-        let mut last_lag_update = std::time::Instant::now() - Duration::from_secs(60);
         loop {
             let first = tokio::select! {
                 _ = shutdown.changed() => return,
@@ -322,12 +334,32 @@ async fn run_planner(
                     continue 'resubscribe;
                 }
             }
-            if last_lag_update.elapsed() >= Duration::from_millis(500) {
-                last_lag_update = std::time::Instant::now();
-                if let Ok(head) = store.head().await {
-                    metrics::gauge!(m::LAG).set(head.0.saturating_sub(last) as f64);
+        }
+    }
+}
+
+/// Publishes the lag behind the store's head and the outbox depth per channel, once a
+/// second: measured apart from the planner so a stuck planner shows a growing lag.
+async fn report_gauges(store: Arc<dyn EventStore>, db: Db, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if let Ok(head) = store.head().await {
+            let counts = db
+                .call(|conn| Ok((outbox::checkpoint(conn)?, outbox::counts(conn)?)))
+                .await;
+            if let Ok((checkpoint, counts)) = counts {
+                metrics::gauge!(m::LAG).set(head.0.saturating_sub(checkpoint) as f64);
+                for channel in ChannelKind::ALL {
+                    let pending = counts
+                        .get(&(channel, "pending".to_string()))
+                        .copied()
+                        .unwrap_or(0);
+                    metrics::gauge!(m::PENDING, "channel" => channel.as_str()).set(pending as f64);
                 }
             }
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
 }
@@ -352,6 +384,8 @@ pub struct Notifications {
     feed: broadcast::Sender<InAppNotification>,
     /// Wakes a worker after an admin retry.
     wakes: Wakes,
+    /// The store followed, for the lag.
+    store: Arc<dyn EventStore>,
 }
 
 impl Notifications {
@@ -454,6 +488,13 @@ impl Notifications {
         self.db
             .call(|conn| outbox::checkpoint(conn).map(Position))
             .await
+    }
+
+    /// Events stored but not yet planned: the store's head minus the checkpoint.
+    pub async fn lag(&self) -> Result<u64, NotifierError> {
+        let head = self.store.head().await?;
+        let checkpoint = self.checkpoint().await?;
+        Ok(head.0.saturating_sub(checkpoint.0))
     }
 
     /// Number of outbox rows per channel and status.
