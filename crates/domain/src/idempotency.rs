@@ -72,8 +72,10 @@ fn low_bits(id: Uuid) -> u64 {
 /// the aggregate chooses to keep.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ledger<O> {
-    /// Scoped key hash -> (body fingerprint, recorded outcome).
-    entries: HashMap<u64, (u64, O)>,
+    /// Scoped key hash -> (32 bits of the body fingerprint, recorded outcome). 32 bits are
+    /// plenty to notice a key reused for another command; they are not what makes a retry
+    /// safe (the 64-bit key hash is).
+    entries: HashMap<u64, (u32, O)>,
 }
 
 impl<O> Default for Ledger<O> {
@@ -95,7 +97,7 @@ impl<O> Ledger<O> {
         let hash = scoped_key_hash(&meta.actor.reference(), &meta.idempotency_key);
         match self.entries.get(&hash) {
             None => Ok(None),
-            Some((fp, outcome)) if *fp == low_bits(fingerprint(body)) => Ok(Some(outcome)),
+            Some((fp, outcome)) if *fp == low_bits(fingerprint(body)) as u32 => Ok(Some(outcome)),
             Some(_) => Err(Rejection::invalid(
                 "idempotencyKey",
                 format!(
@@ -110,7 +112,7 @@ impl<O> Ledger<O> {
     pub fn record(&mut self, record: &CommandRecord, outcome: O) {
         let hash = scoped_key_hash(&record.actor, &record.key);
         self.entries
-            .insert(hash, (low_bits(record.fingerprint), outcome));
+            .insert(hash, (low_bits(record.fingerprint) as u32, outcome));
     }
 
     /// How many keys are recorded.

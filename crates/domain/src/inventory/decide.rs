@@ -14,7 +14,10 @@ use super::command::{
 };
 use super::event::*;
 use super::outcome::InventoryOutcome;
-use super::{EventInfo, EventStatus, Inventory, Order, OrderStatus, TicketStatus};
+use super::{
+    EventInfo, EventStatus, Inventory, MAX_RECORDED_INDEX, Order, OrderStatus, Recorded,
+    RecordedKind, TicketStatus,
+};
 use crate::aggregate::{Actor, Aggregate, Command, CommandMeta, Decision, Role};
 use crate::idempotency::CommandRecord;
 use crate::ids::{OrderId, SeatId, TierId};
@@ -86,18 +89,66 @@ impl Aggregate for Inventory {
 type Decided = (Vec<InventoryEvent>, InventoryOutcome);
 
 impl Inventory {
-    /// The full outcome of a recorded (compact) one: confirmed orders get their tickets back.
-    fn recalled(&self, outcome: &InventoryOutcome) -> InventoryOutcome {
-        match outcome {
-            InventoryOutcome::Confirmed { order_id, .. } => InventoryOutcome::Confirmed {
-                order_id: *order_id,
-                tickets: self
-                    .orders
-                    .get(order_id)
+    /// The full outcome of a recorded (compact) one, rebuilt from the parts of the state it
+    /// names, which never change once recorded.
+    fn recalled(&self, recorded: &Recorded) -> InventoryOutcome {
+        let i = recorded.index() as usize;
+        let order = self.orders.get(i);
+        let order_id = order.map(|o| o.id).unwrap_or(OrderId(uuid::Uuid::nil()));
+        match recorded.kind() {
+            Some(RecordedKind::EventCreated) => InventoryOutcome::EventCreated {
+                event_id: self
+                    .event_id()
+                    .unwrap_or(crate::ids::EventId(uuid::Uuid::nil())),
+            },
+            Some(RecordedKind::EventCancelled) => InventoryOutcome::EventCancelled {
+                orders_cancelled: recorded.index(),
+            },
+            Some(RecordedKind::Held) => match order {
+                Some(o) => InventoryOutcome::Held {
+                    order_id,
+                    expires_at: o.expires_at,
+                    total: o.total,
+                },
+                None => InventoryOutcome::Accepted,
+            },
+            Some(RecordedKind::Confirmed) => InventoryOutcome::Confirmed {
+                order_id,
+                tickets: order
                     .map(|o| self.order_tickets(o).map(|t| t.id).collect())
                     .unwrap_or_default(),
             },
-            other => other.clone(),
+            Some(RecordedKind::RefundOwed) => match self.refunds.get(i) {
+                Some(r) => InventoryOutcome::RefundOwed {
+                    order_id: self
+                        .orders
+                        .get(r.order as usize)
+                        .map(|o| o.id)
+                        .unwrap_or(order_id),
+                    amount: r.amount,
+                    reason: r.reason,
+                },
+                None => InventoryOutcome::Accepted,
+            },
+            Some(RecordedKind::Released) => InventoryOutcome::Released { order_id },
+            Some(RecordedKind::Expired) => InventoryOutcome::Expired { order_id },
+            Some(RecordedKind::OrderCancelled) => InventoryOutcome::OrderCancelled {
+                order_id,
+                // Only a paid order has tickets, and only a paid order is refunded.
+                refund: order.filter(|o| o.first_ticket.is_some()).map(|o| o.total),
+            },
+            Some(RecordedKind::CheckedIn) => match self.tickets.get(i) {
+                Some(t) => InventoryOutcome::CheckedIn {
+                    ticket_id: t.id,
+                    order_id: self
+                        .orders
+                        .get(t.order as usize)
+                        .map(|o| o.id)
+                        .unwrap_or(order_id),
+                },
+                None => InventoryOutcome::Accepted,
+            },
+            Some(RecordedKind::Accepted) | None => InventoryOutcome::Accepted,
         }
     }
 
@@ -369,12 +420,12 @@ impl Inventory {
                     TicketStatus::Valid => Ok((
                         vec![InventoryEvent::TicketCheckedIn(TicketCheckedIn {
                             ticket_id: *ticket_id,
-                            order_id: ticket.order,
+                            order_id: self.orders[ticket.order as usize].id,
                             at: meta.now,
                         })],
                         InventoryOutcome::CheckedIn {
                             ticket_id: *ticket_id,
-                            order_id: ticket.order,
+                            order_id: self.orders[ticket.order as usize].id,
                         },
                     )),
                 }
@@ -475,21 +526,19 @@ impl Inventory {
     ) -> Result<Decided, Rejection> {
         self.organizer_may_change(meta, event)?;
         let reason = text("reason", reason, MAX_REASON_LEN)?;
-        let mut live: Vec<(&OrderId, &Order)> = self
+        let live: Vec<&Order> = self
             .orders
             .iter()
-            .filter(|(_, o)| matches!(o.status, OrderStatus::Held | OrderStatus::Paid))
+            .filter(|o| matches!(o.status, OrderStatus::Held | OrderStatus::Paid))
             .collect();
-        // Sorted so that the same state always yields the same events.
-        live.sort_by_key(|(id, _)| **id);
         let mut events = Vec::with_capacity(live.len() + 2);
         events.push(InventoryEvent::EventCancelled(EventCancelled {
             reason,
             at: meta.now,
         }));
-        for (id, order) in &live {
+        for order in &live {
             events.push(InventoryEvent::OrderCancelled(self.cancel_order(
-                **id,
+                order.id,
                 order,
                 RefundReason::EventCancelled,
                 meta.now,
@@ -731,7 +780,13 @@ impl Inventory {
                 format!("a hold lasts at most {MAX_HOLD_SECONDS} seconds"),
             ));
         }
-        if self.orders.contains_key(&req.order_id) {
+        if self.orders.len() >= MAX_RECORDED_INDEX as usize {
+            return Err(Rejection::InvalidState(format!(
+                "event {} has reached the maximum number of orders",
+                event.id
+            )));
+        }
+        if self.order_index.contains_key(&req.order_id) {
             return Err(Rejection::AlreadyExists {
                 what: "order",
                 id: req.order_id.to_string(),
@@ -843,7 +898,7 @@ impl Inventory {
                     outcome,
                 ))
             }
-            OrderStatus::Paid if order.payment_ref.as_deref() == Some(payment_ref.as_str()) => {
+            OrderStatus::Paid if order.payment == Some(payment_hash(&payment_ref)) => {
                 // The same payment reported again (a repeated callback under a new key):
                 // it already paid for these tickets, so nothing is owed and nothing changes.
                 Ok((
@@ -872,6 +927,11 @@ impl Inventory {
         seats: &[SeatId],
         seated: bool,
     ) -> Result<Vec<IssuedTicket>, Rejection> {
+        if self.tickets.len() + quantity as usize > MAX_RECORDED_INDEX as usize {
+            return Err(Rejection::InvalidState(
+                "this event has reached the maximum number of tickets".into(),
+            ));
+        }
         if payment.tickets.len() != quantity as usize {
             return Err(Rejection::invalid(
                 "tickets",
@@ -985,10 +1045,17 @@ impl Inventory {
     }
 
     fn known_order(&self, id: OrderId) -> Result<&Order, Rejection> {
-        self.orders
-            .get(&id)
+        self.order_at(id)
+            .map(|(_, o)| o)
             .ok_or_else(|| Rejection::not_found("order", id))
     }
+}
+
+/// A stable 64-bit hash of a payment reference.
+pub(super) fn payment_hash(payment_ref: &str) -> u64 {
+    uuid::Uuid::new_v5(&crate::ids::TICKETING_NAMESPACE, payment_ref.as_bytes())
+        .as_u64_pair()
+        .0
 }
 
 fn unreachable_create() -> Result<Decided, Rejection> {

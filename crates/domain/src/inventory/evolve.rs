@@ -5,8 +5,8 @@
 use super::event::*;
 use super::outcome::InventoryOutcome;
 use super::{
-    EventInfo, EventStatus, Inventory, Order, OrderStatus, SalesWindow, Seat, Ticket, TicketStatus,
-    Tier,
+    EventInfo, EventStatus, Inventory, Order, OrderStatus, Recorded, RecordedKind, RecordedRefund,
+    SalesWindow, Seat, Ticket, TicketStatus, Tier,
 };
 use crate::ids::OrderId;
 
@@ -116,16 +116,50 @@ impl Inventory {
                 }
             }
             E::CommandAccepted(e) => {
-                // Confirmed outcomes are kept without their ticket list, which the order
-                // already holds; `decide` rebuilds it on a retry.
-                let compact = match &e.outcome {
-                    InventoryOutcome::Confirmed { order_id, .. } => InventoryOutcome::Confirmed {
-                        order_id: *order_id,
-                        tickets: Vec::new(),
-                    },
-                    other => other.clone(),
-                };
-                self.ledger.record(&e.record, compact);
+                // An outcome naming something the state does not know cannot be recalled;
+                // decide never records one, and a retry then decides afresh.
+                if let Some(recorded) = self.compact(&e.outcome) {
+                    self.ledger.record(&e.record, recorded);
+                }
+            }
+        }
+    }
+
+    /// The compact form of an outcome, naming positions in this state.
+    fn compact(&mut self, outcome: &InventoryOutcome) -> Option<Recorded> {
+        use InventoryOutcome as O;
+        use RecordedKind as K;
+        let order = |id: &OrderId| self.order_index.get(id).copied();
+        match outcome {
+            O::EventCreated { .. } => Recorded::new(K::EventCreated, 0),
+            O::Accepted => Recorded::new(K::Accepted, 0),
+            O::EventCancelled { orders_cancelled } => {
+                Recorded::new(K::EventCancelled, *orders_cancelled)
+            }
+            O::Held { order_id, .. } => Recorded::new(K::Held, order(order_id)?),
+            O::Confirmed { order_id, .. } => Recorded::new(K::Confirmed, order(order_id)?),
+            O::Released { order_id } => Recorded::new(K::Released, order(order_id)?),
+            O::Expired { order_id } => Recorded::new(K::Expired, order(order_id)?),
+            O::OrderCancelled { order_id, .. } => {
+                Recorded::new(K::OrderCancelled, order(order_id)?)
+            }
+            O::CheckedIn { ticket_id, .. } => {
+                Recorded::new(K::CheckedIn, *self.ticket_index.get(ticket_id)?)
+            }
+            O::RefundOwed {
+                order_id,
+                amount,
+                reason,
+            } => {
+                let order = order(order_id)?;
+                let index = u32::try_from(self.refunds.len()).ok()?;
+                let recorded = Recorded::new(K::RefundOwed, index)?;
+                self.refunds.push(RecordedRefund {
+                    order,
+                    amount: *amount,
+                    reason: *reason,
+                });
+                Some(recorded)
             }
         }
     }
@@ -139,41 +173,44 @@ impl Inventory {
         let Some(&t) = self.tier_index.get(&e.tier_id) else {
             return;
         };
-        if self.orders.contains_key(&e.order_id) {
+        if self.order_index.contains_key(&e.order_id) {
             return;
         }
+        let Ok(pos) = u32::try_from(self.orders.len()) else {
+            return;
+        };
         let seats: Box<[u32]> = e
             .seats
             .iter()
             .filter_map(|s| self.seat_index.get(s).copied())
             .collect();
         for &s in seats.iter() {
-            self.seats[s as usize].taken_by = Some(e.order_id);
+            self.seats[s as usize].taken_by = Some(pos);
         }
         self.tiers[t].held += e.quantity;
         *self.per_user.entry(e.user_id).or_default() += e.quantity;
         self.live_hold_count += 1;
-        self.orders.insert(
-            e.order_id,
-            Order {
-                user: e.user_id,
-                tier: t as u32,
-                quantity: e.quantity,
-                seats,
-                status: OrderStatus::Held,
-                expires_at: e.expires_at,
-                total: e.total,
-                first_ticket: None,
-                payment_ref: None,
-            },
-        );
+        self.order_index.insert(e.order_id, pos);
+        self.orders.push(Order {
+            id: e.order_id,
+            user: e.user_id,
+            tier: t as u32,
+            quantity: e.quantity,
+            seats,
+            status: OrderStatus::Held,
+            expires_at: e.expires_at,
+            total: e.total,
+            first_ticket: None,
+            payment: None,
+        });
     }
 
     /// Ends a live hold without payment: its tickets go back to stock.
     fn close_hold(&mut self, order_id: OrderId, status: OrderStatus) {
-        let Some(order) = self.orders.get_mut(&order_id) else {
+        let Some(&pos) = self.order_index.get(&order_id) else {
             return;
         };
+        let order = &mut self.orders[pos as usize];
         if order.status != OrderStatus::Held {
             return;
         }
@@ -188,9 +225,10 @@ impl Inventory {
     }
 
     fn confirm(&mut self, e: &OrderConfirmed) {
-        let Some(order) = self.orders.get_mut(&e.order_id) else {
+        let Some(&pos) = self.order_index.get(&e.order_id) else {
             return;
         };
+        let order = &mut self.orders[pos as usize];
         if order.status != OrderStatus::Held {
             return;
         }
@@ -199,7 +237,7 @@ impl Inventory {
         };
         order.status = OrderStatus::Paid;
         order.first_ticket = Some(first);
-        order.payment_ref = Some(e.payment_ref.as_str().into());
+        order.payment = Some(super::decide::payment_hash(&e.payment_ref));
         let tier = order.tier as usize;
         let quantity = order.quantity;
         let seats = order.seats.clone();
@@ -211,7 +249,7 @@ impl Inventory {
             self.ticket_index.insert(t.ticket_id, first + i as u32);
             self.tickets.push(Ticket {
                 id: t.ticket_id,
-                order: e.order_id,
+                order: pos,
                 seat: seats.get(i).copied(),
                 status: TicketStatus::Valid,
             });
@@ -219,9 +257,10 @@ impl Inventory {
     }
 
     fn cancel(&mut self, order_id: OrderId) {
-        let Some(order) = self.orders.get(&order_id) else {
+        let Some(&pos) = self.order_index.get(&order_id) else {
             return;
         };
+        let order = &self.orders[pos as usize];
         match order.status {
             OrderStatus::Held => self.close_hold(order_id, OrderStatus::Cancelled),
             OrderStatus::Paid => {
@@ -244,9 +283,7 @@ impl Inventory {
                 }
                 self.tiers[tier].sold = self.tiers[tier].sold.saturating_sub(quantity);
                 self.uncount_user(user, quantity);
-                if let Some(order) = self.orders.get_mut(&order_id) {
-                    order.status = OrderStatus::Cancelled;
-                }
+                self.orders[pos as usize].status = OrderStatus::Cancelled;
             }
             _ => {}
         }

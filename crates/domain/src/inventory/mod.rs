@@ -47,8 +47,11 @@ pub struct Inventory {
     seats: Vec<Seat>,
     /// Seat id -> position in `seats`: seat lookups without scanning the map.
     seat_index: HashMap<SeatId, u32>,
-    /// Every order ever placed, by id (closed orders stay: payments may still arrive).
-    orders: HashMap<OrderId, Order>,
+    /// Every order ever placed, in placement order (closed orders stay: payments may still
+    /// arrive for them, and retries recall them).
+    orders: Vec<Order>,
+    /// Order id -> position in `orders`.
+    order_index: HashMap<OrderId, u32>,
     /// How many orders are live holds (for metrics and tests, without a scan).
     live_hold_count: usize,
     /// Every ticket ever issued, in issue order; an order's tickets are contiguous.
@@ -57,8 +60,75 @@ pub struct Inventory {
     ticket_index: HashMap<TicketId, u32>,
     /// Tickets per user counted against the per-user limit: held plus valid.
     per_user: HashMap<UserId, u32>,
-    /// Decided idempotency keys and their outcomes.
-    ledger: Ledger<InventoryOutcome>,
+    /// Decided idempotency keys and what they answered, compactly (see [`Recorded`]).
+    ledger: Ledger<Recorded>,
+    /// Refunds owed for payments that bought nothing, so a retried payment callback
+    /// recalls the same answer.
+    refunds: Vec<RecordedRefund>,
+}
+
+/// A refund-owed answer, kept for retries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RecordedRefund {
+    /// Position of the order in `orders`.
+    order: u32,
+    /// What is owed.
+    amount: Money,
+    /// Why.
+    reason: RefundReason,
+}
+
+/// What a decided command answered, in four bytes: a kind and the position of what it
+/// names (an order, a ticket, a refund) or a count. The full outcome is rebuilt from the
+/// state, whose recalled parts (an order's id, expiry, total and tickets) never change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Recorded(u32);
+
+/// The kinds of [`Recorded`] answers, in its top four bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum RecordedKind {
+    Accepted = 0,
+    EventCreated = 1,
+    EventCancelled = 2,
+    Held = 3,
+    Confirmed = 4,
+    RefundOwed = 5,
+    Released = 6,
+    Expired = 7,
+    OrderCancelled = 8,
+    CheckedIn = 9,
+}
+
+/// Largest position a [`Recorded`] can name: orders and tickets are capped below it.
+pub(crate) const MAX_RECORDED_INDEX: u32 = (1 << 28) - 1;
+
+impl Recorded {
+    fn new(kind: RecordedKind, index: u32) -> Option<Self> {
+        (index <= MAX_RECORDED_INDEX).then_some(Self(((kind as u32) << 28) | index))
+    }
+
+    fn kind(self) -> Option<RecordedKind> {
+        use RecordedKind::*;
+        [
+            Accepted,
+            EventCreated,
+            EventCancelled,
+            Held,
+            Confirmed,
+            RefundOwed,
+            Released,
+            Expired,
+            OrderCancelled,
+            CheckedIn,
+        ]
+        .get((self.0 >> 28) as usize)
+        .copied()
+    }
+
+    fn index(self) -> u32 {
+        self.0 & MAX_RECORDED_INDEX
+    }
 }
 
 /// The event's own facts.
@@ -122,12 +192,14 @@ struct Seat {
     id: SeatId,
     /// Position of its tier in `tiers`.
     tier: u32,
-    /// The live hold or paid order that has it, if any.
-    taken_by: Option<OrderId>,
+    /// Position in `orders` of the live hold or paid order that has it, if any.
+    taken_by: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Order {
+    /// The order's id.
+    id: OrderId,
     /// The buyer.
     user: UserId,
     /// Position of its tier in `tiers`.
@@ -144,8 +216,9 @@ struct Order {
     total: Money,
     /// Position of its first ticket in `tickets`, once paid.
     first_ticket: Option<u32>,
-    /// The payment reference that paid it, to recognise a repeated payment callback.
-    payment_ref: Option<Box<str>>,
+    /// Hash of the payment reference that paid it, to recognise a repeated payment
+    /// callback without keeping the reference itself.
+    payment: Option<u64>,
 }
 
 /// Where an order is in its life.
@@ -168,8 +241,8 @@ pub enum OrderStatus {
 struct Ticket {
     /// The ticket's id.
     id: TicketId,
-    /// The order it belongs to.
-    order: OrderId,
+    /// Position of its order in `orders`.
+    order: u32,
     /// Position of its seat in `seats`, for a seated tier.
     seat: Option<u32>,
     /// Valid, checked in, or void.
@@ -317,12 +390,12 @@ impl Inventory {
 
     /// One order.
     pub fn order(&self, id: OrderId) -> Option<OrderView> {
-        self.orders.get(&id).map(|o| self.order_view(id, o))
+        self.order_at(id).map(|(_, o)| self.order_view(o))
     }
 
     /// Every order (in no particular order).
     pub fn orders(&self) -> impl Iterator<Item = OrderView> + '_ {
-        self.orders.iter().map(|(id, o)| self.order_view(*id, o))
+        self.orders.iter().map(|o| self.order_view(o))
     }
 
     /// One ticket.
@@ -342,8 +415,8 @@ impl Inventory {
     pub fn live_holds(&self) -> impl Iterator<Item = (OrderId, DateTime<Utc>)> + '_ {
         self.orders
             .iter()
-            .filter(|(_, o)| o.status == OrderStatus::Held)
-            .map(|(id, o)| (*id, o.expires_at))
+            .filter(|o| o.status == OrderStatus::Held)
+            .map(|o| (o.id, o.expires_at))
     }
 
     /// How many live holds there are (kept as a counter, no scan).
@@ -367,9 +440,17 @@ impl Inventory {
         let mut held = vec![0u32; self.tiers.len()];
         let mut sold = vec![0u32; self.tiers.len()];
         let mut per_user: HashMap<UserId, u32> = HashMap::new();
-        let mut seat_owner: HashMap<u32, OrderId> = HashMap::new();
+        let mut seat_owner: HashMap<u32, u32> = HashMap::new();
         let mut live = 0;
-        for (id, o) in &self.orders {
+        if self.order_index.len() != self.orders.len() {
+            return Err("order index and orders differ in size".into());
+        }
+        for (i, o) in self.orders.iter().enumerate() {
+            let id = &o.id;
+            let pos = i as u32;
+            if self.order_index.get(id) != Some(&pos) {
+                return Err(format!("order {id} is not indexed at its position"));
+            }
             let t = o.tier as usize;
             if t >= self.tiers.len() {
                 return Err(format!("order {id} names a missing tier"));
@@ -392,10 +473,10 @@ impl Inventory {
                     return Err(format!("seated order {id} has {} seats", o.seats.len()));
                 }
                 for &s in o.seats.iter() {
-                    if let Some(other) = seat_owner.insert(s, *id) {
-                        return Err(format!("seat #{s} is in orders {other} and {id}"));
+                    if let Some(other) = seat_owner.insert(s, pos) {
+                        return Err(format!("seat #{s} is in orders #{other} and {id}"));
                     }
-                    if self.seats.get(s as usize).and_then(|s| s.taken_by) != Some(*id) {
+                    if self.seats.get(s as usize).and_then(|s| s.taken_by) != Some(pos) {
                         return Err(format!("seat #{s} does not point back to order {id}"));
                     }
                 }
@@ -427,7 +508,7 @@ impl Inventory {
         for ticket in &self.tickets {
             let paid = self
                 .orders
-                .get(&ticket.order)
+                .get(ticket.order as usize)
                 .is_some_and(|o| o.status == OrderStatus::Paid);
             if paid == (ticket.status == TicketStatus::Void) {
                 return Err(format!(
@@ -456,10 +537,14 @@ impl Inventory {
     fn seat_view(&self, seat: &Seat) -> SeatView {
         let state = match seat.taken_by {
             None => SeatState::Available,
-            Some(order_id) => match self.orders.get(&order_id).map(|o| o.status) {
-                Some(OrderStatus::Paid) => SeatState::Sold { order_id },
-                _ => SeatState::Held { order_id },
-            },
+            Some(i) => {
+                let order = &self.orders[i as usize];
+                let order_id = order.id;
+                match order.status {
+                    OrderStatus::Paid => SeatState::Sold { order_id },
+                    _ => SeatState::Held { order_id },
+                }
+            }
         };
         SeatView {
             seat: seat.id.clone(),
@@ -468,9 +553,15 @@ impl Inventory {
         }
     }
 
-    fn order_view(&self, id: OrderId, o: &Order) -> OrderView {
+    /// Position and state of an order.
+    fn order_at(&self, id: OrderId) -> Option<(u32, &Order)> {
+        let &i = self.order_index.get(&id)?;
+        self.orders.get(i as usize).map(|o| (i, o))
+    }
+
+    fn order_view(&self, o: &Order) -> OrderView {
         OrderView {
-            order_id: id,
+            order_id: o.id,
             user_id: o.user,
             tier_id: self.tiers[o.tier as usize].id,
             quantity: o.quantity,
@@ -495,10 +586,10 @@ impl Inventory {
     }
 
     fn ticket_view(&self, t: &Ticket) -> TicketView {
-        let order = self.orders.get(&t.order);
+        let order = self.orders.get(t.order as usize);
         TicketView {
             ticket_id: t.id,
-            order_id: t.order,
+            order_id: order.map(|o| o.id).unwrap_or(OrderId(uuid::Uuid::nil())),
             user_id: order.map(|o| o.user).unwrap_or(UserId(uuid::Uuid::nil())),
             tier_id: order
                 .map(|o| self.tiers[o.tier as usize].id)
