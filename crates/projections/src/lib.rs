@@ -38,6 +38,8 @@ pub mod page;
 pub mod runner;
 pub mod sales;
 pub mod snapshot;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -70,6 +72,10 @@ pub struct ReadSideOptions {
     pub read_only: bool,
     /// Batching and snapshot cadence.
     pub runner: RunnerOptions,
+    /// Run only the projections with these names (`None`: all of them). The others keep
+    /// their loaded (or empty) model and are left out of waits. For tools and benchmarks
+    /// that need one model.
+    pub only: Option<Vec<String>>,
 }
 
 /// Why the read side could not start, snapshot or rebuild.
@@ -190,7 +196,7 @@ impl ReadSide {
         let sales = Arc::new(Projected::new(runner::load(loaded.as_ref())));
         let accounts = Arc::new(Projected::new(runner::load(loaded.as_ref())));
         let snapshots = loaded.filter(|s| !s.is_read_only());
-        let side = Self {
+        let mut side = Self {
             store,
             snapshots,
             options: options.runner,
@@ -214,6 +220,13 @@ impl ReadSide {
             ],
             running: Mutex::new(HashMap::new()),
         };
+        if let Some(only) = &options.only {
+            if let Some(unknown) = only.iter().find(|n| side.find(n).is_none()) {
+                return Err(ReadSideError::UnknownProjection(unknown.clone()));
+            }
+            side.projections
+                .retain(|p| only.iter().any(|n| n == p.name()));
+        }
         for p in &side.projections {
             side.spawn(p.as_ref());
         }

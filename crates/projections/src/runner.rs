@@ -215,7 +215,7 @@ impl<M: ReadModel> Projected<M> {
     /// Applies a batch and moves the checkpoint, all under one write lock. Returns how many
     /// events were applied, or the error of the first event that failed (the events before
     /// it stay applied and the checkpoint covers exactly them).
-    fn apply_batch(&self, batch: &[RecordedEvent]) -> Result<u64, ProjectionError> {
+    pub(crate) fn apply_batch(&self, batch: &[RecordedEvent]) -> Result<u64, ProjectionError> {
         let mut applied = 0;
         let mut failure = None;
         let checkpoint = {
@@ -314,7 +314,19 @@ impl<M: ReadModel> Driven for Arc<Projected<M>> {
         let shared = self.clone();
         shared.set_lifecycle(ProjectionState::CatchingUp);
         tokio::spawn(async move {
-            let outcome = run(&shared, store, snapshots.as_ref(), &options, stop).await;
+            let mut in_flight = None;
+            let outcome = run(
+                &shared,
+                store,
+                snapshots.as_ref(),
+                &options,
+                stop,
+                &mut in_flight,
+            )
+            .await;
+            if let Some(done) = in_flight {
+                report_snapshot::<M>(done.await);
+            }
             if let Some(snapshots) = &snapshots {
                 // A final snapshot on the way out: a clean restart replays nothing.
                 if let Err(e) = write_snapshot(&shared, snapshots).await {
@@ -348,6 +360,7 @@ async fn run<M: ReadModel>(
     snapshots: Option<&SnapshotStore>,
     options: &RunnerOptions,
     mut stop: watch::Receiver<bool>,
+    in_flight: &mut Option<JoinHandle<Result<(), crate::ReadSideError>>>,
 ) -> Result<(), String> {
     let mut since_snapshot = 0u64;
     let mut last_snapshot = Instant::now();
@@ -388,18 +401,15 @@ async fn run<M: ReadModel>(
             if let Some(snapshots) = snapshots {
                 let due = since_snapshot >= options.snapshot_every_events
                     || (since_snapshot > 0 && last_snapshot.elapsed() >= options.snapshot_interval);
-                if due {
-                    match write_snapshot(shared, snapshots).await {
-                        Ok(()) => {
-                            since_snapshot = 0;
-                            last_snapshot = Instant::now();
-                        }
-                        Err(e) => {
-                            // The model is intact in memory; a later snapshot will retry.
-                            tracing::warn!(projection = M::NAME, error = %e, "snapshot failed");
-                            last_snapshot = Instant::now();
-                        }
+                // One snapshot at a time, written in the background: the projection
+                // keeps applying events while it is serialised.
+                if due && in_flight.as_ref().is_none_or(|h| h.is_finished()) {
+                    if let Some(done) = in_flight.take() {
+                        report_snapshot::<M>(done.await);
                     }
+                    *in_flight = Some(spawn_snapshot(shared, snapshots));
+                    since_snapshot = 0;
+                    last_snapshot = Instant::now();
                 }
             }
             if ended {
@@ -451,12 +461,32 @@ async fn write_snapshot<M: ReadModel>(
     shared: &Arc<Projected<M>>,
     snapshots: &SnapshotStore,
 ) -> Result<(), crate::ReadSideError> {
-    // Clone under the read lock (fast), serialise outside it (slow).
+    spawn_snapshot(shared, snapshots)
+        .await
+        .map_err(|e| crate::ReadSideError::Snapshot(format!("snapshot task failed: {e}")))?
+}
+
+/// Copies the model with its checkpoint (under the read lock, fast) and serialises and
+/// writes the copy on a blocking thread (slow, outside the lock).
+fn spawn_snapshot<M: ReadModel>(
+    shared: &Arc<Projected<M>>,
+    snapshots: &SnapshotStore,
+) -> JoinHandle<Result<(), crate::ReadSideError>> {
     let copy: Versioned<M> = shared.state.read().clone();
     let snapshots = snapshots.clone();
     tokio::task::spawn_blocking(move || snapshots.save(M::NAME, M::SNAPSHOT_VERSION, &copy))
-        .await
-        .map_err(|e| crate::ReadSideError::Snapshot(format!("snapshot task failed: {e}")))?
+}
+
+fn report_snapshot<M: ReadModel>(
+    outcome: Result<Result<(), crate::ReadSideError>, tokio::task::JoinError>,
+) {
+    let error = match outcome {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => format!("snapshot task failed: {e}"),
+    };
+    // The model is intact in memory; the next snapshot will try again.
+    tracing::warn!(projection = M::NAME, %error, "snapshot failed");
 }
 
 /// Loads a model from its snapshot, or starts from zero when there is none (or it is of

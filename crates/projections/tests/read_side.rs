@@ -662,3 +662,63 @@ async fn audit_history_and_state_at_fold_with_the_domain_and_refuse_bad_points()
     .unwrap_err();
     assert!(matches!(err, AuditError::BeforeCreation { .. }), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_snapshots_let_another_process_resume_without_a_clean_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let mut sim = Sim::new(store.clone());
+    sim.scenario().await;
+    let side = ReadSide::start(
+        store.clone(),
+        ReadSideOptions {
+            snapshot_dir: Some(dir.path().to_path_buf()),
+            runner: projections::RunnerOptions {
+                snapshot_every_events: 10,
+                snapshot_interval: Duration::from_millis(20),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let head = side.catch_up(WAIT).await.unwrap();
+    // The running side snapshots on its own; no shutdown happens before the reader opens.
+    let reader = SnapshotStore::open_read_only(dir.path()).unwrap().unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    for name in side.projection_names() {
+        loop {
+            let raw = reader.raw(name).unwrap();
+            let at = raw
+                .and_then(|r| serde_json::from_slice::<serde_json::Value>(&r).ok())
+                .and_then(|v| v["checkpoint"].as_u64());
+            if at == Some(head.0) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} never snapshotted the head"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let beside = ReadSide::start(
+        store.clone(),
+        ReadSideOptions {
+            snapshot_dir: Some(dir.path().to_path_buf()),
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    beside.catch_up(WAIT).await.unwrap();
+    assert!(
+        beside
+            .status()
+            .iter()
+            .all(|s| s.applied == 0 && s.checkpoint == head)
+    );
+    assert_eq!(beside.dump(), side.dump());
+    side.shutdown().await;
+    beside.shutdown().await;
+}
