@@ -23,7 +23,7 @@
 //!
 //! A typical start, once a schema exists:
 //!
-//! ```ignore
+//! ```text
 //! config.validate()?;
 //! api::telemetry::init_tracing(config.log_format, &config.log_filter)?;
 //! let schema = api::graphql::configure_schema(Schema::build(Query, Mutation, Subscription), SchemaLimits::from_config(&config))

@@ -4,7 +4,7 @@
 //! Each action has its own GCRA limiter (`governor`) keyed by [`ClientKey`]: the user
 //! when authenticated, otherwise the client address. Resolvers apply them explicitly:
 //!
-//! ```ignore
+//! ```text
 //! RateLimits::check_ctx(ctx, RateLimitedAction::Login)?;
 //! ```
 

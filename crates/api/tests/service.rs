@@ -980,7 +980,7 @@ async fn websocket_without_a_graphql_subprotocol_is_refused() {
 async fn shutdown_closes_subscribers_and_finishes_in_flight_requests() {
     let app = spawn_app(Setup::default()).await;
     let mut subscribers = Vec::new();
-    for id in 0..3 {
+    for id in 0..20 {
         let mut socket = ws_connect(&app, "graphql-transport-ws").await;
         ws_send(&mut socket, json!({ "type": "connection_init" })).await;
         assert_eq!(
@@ -1105,4 +1105,37 @@ async fn shutdown_is_bounded_by_the_grace_period() {
     );
     assert!(took < Duration::from_secs(3), "but not longer: {took:?}");
     stuck.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_logins_never_exceed_the_allowance() {
+    let app = spawn_app(Setup::default()).await;
+    let attempts: Vec<_> = (0..40)
+        .map(|_| {
+            let http = app.http.clone();
+            let url = app.url("/graphql");
+            tokio::spawn(async move {
+                let response = http
+                    .post(url)
+                    .json(&json!({ "query": "mutation { login }" }))
+                    .send()
+                    .await
+                    .expect("request");
+                response.json::<Value>().await.expect("json")
+            })
+        })
+        .collect();
+    let mut allowed = 0;
+    let mut limited = 0;
+    for attempt in attempts {
+        let body = attempt.await.expect("task");
+        if body["data"]["login"] == true {
+            allowed += 1;
+        } else {
+            assert_eq!(error_code(&body), "RATE_LIMITED", "{body}");
+            limited += 1;
+        }
+    }
+    assert_eq!((allowed, limited), (3, 37));
+    app.stop().await.expect("clean stop");
 }
