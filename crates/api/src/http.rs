@@ -256,8 +256,9 @@ impl<E: Executor> HttpServiceBuilder<E> {
             .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
             .layer(TraceLayer::new_for_http().make_span_with(request_span))
             .layer(PropagateRequestIdLayer::new(request_id))
-            .layer(CatchPanicLayer::custom(panic_response))
+            // Metrics outside the panic guard, so a panicked request is counted as its 500.
             .layer(middleware::from_fn(record_metrics))
+            .layer(CatchPanicLayer::custom(panic_response))
             .option_layer(cors)
             .layer(DefaultBodyLimit::max(self.options.body_limit));
         let router = router.layer(layers);

@@ -483,6 +483,19 @@ async fn domain_codes_pass_through_and_internal_errors_are_hidden() {
     assert!(!body.to_string().contains("resolver bug"));
     let (_, body) = app.query(r#"{ echo(message: "still up") }"#, None).await;
     assert_eq!(body["data"]["echo"], "still up");
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        metrics.contains(r#"http_requests_total{method="POST",route="/graphql",status="500"}"#),
+        "the panicked request is counted: {metrics}"
+    );
     app.stop().await.expect("clean stop");
 }
 
