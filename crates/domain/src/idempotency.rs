@@ -35,10 +35,15 @@ pub struct CommandRecord {
 impl CommandRecord {
     /// The record of a command with this metadata and body.
     pub fn new<C: Serialize>(meta: &CommandMeta, body: &C) -> Self {
+        Self::with_fingerprint(meta, fingerprint(body))
+    }
+
+    /// The record of a command with this metadata whose body has this [`fingerprint`].
+    pub fn with_fingerprint(meta: &CommandMeta, fingerprint: Uuid) -> Self {
         Self {
             key: meta.idempotency_key.clone(),
             actor: meta.actor.reference(),
-            fingerprint: fingerprint(body),
+            fingerprint,
             at: meta.now,
             correlation_id: meta.correlation_id,
         }
@@ -94,10 +99,19 @@ impl<O> Ledger<O> {
         meta: &CommandMeta,
         body: &C,
     ) -> Result<Option<&O>, Rejection> {
+        self.recall_fingerprinted(meta, fingerprint(body))
+    }
+
+    /// [`Ledger::recall`] for a body whose [`fingerprint`] is already known.
+    pub fn recall_fingerprinted(
+        &self,
+        meta: &CommandMeta,
+        body_fingerprint: Uuid,
+    ) -> Result<Option<&O>, Rejection> {
         let hash = scoped_key_hash(&meta.actor.reference(), &meta.idempotency_key);
         match self.entries.get(&hash) {
             None => Ok(None),
-            Some((fp, outcome)) if *fp == low_bits(fingerprint(body)) as u32 => Ok(Some(outcome)),
+            Some((fp, outcome)) if *fp == low_bits(body_fingerprint) as u32 => Ok(Some(outcome)),
             Some(_) => Err(Rejection::invalid(
                 "idempotencyKey",
                 format!(

@@ -67,7 +67,8 @@ impl Aggregate for Inventory {
         &self,
         cmd: &Command<InventoryCommand>,
     ) -> Result<Decision<InventoryEvent, InventoryOutcome>, Rejection> {
-        if let Some(outcome) = self.ledger.recall(&cmd.meta, &cmd.body)? {
+        let fingerprint = crate::idempotency::fingerprint(&cmd.body);
+        if let Some(outcome) = self.ledger.recall_fingerprinted(&cmd.meta, fingerprint)? {
             return Ok(Decision {
                 events: Vec::new(),
                 outcome: self.recalled(outcome),
@@ -75,7 +76,7 @@ impl Aggregate for Inventory {
         }
         let (mut events, outcome) = self.decide_new(&cmd.meta, &cmd.body)?;
         events.push(InventoryEvent::CommandAccepted(InventoryCommandAccepted {
-            record: CommandRecord::new(&cmd.meta, &cmd.body),
+            record: CommandRecord::with_fingerprint(&cmd.meta, fingerprint),
             outcome: outcome.clone(),
         }));
         Ok(Decision { events, outcome })
