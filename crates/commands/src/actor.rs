@@ -374,28 +374,19 @@ impl InventoryState {
         let mut encoded = Vec::with_capacity(decision.events.len());
         let mut bytes = 0;
         for event in &decision.events {
-            match codec::encode(event, metadata.clone()) {
-                Ok(e) => {
-                    bytes += e.data.len();
-                    if e.data.len() > MAX_EVENT_BYTES {
-                        return reply_now(
-                            entry,
-                            CommandError::TooLarge(format!(
-                                "a {} event of {} bytes exceeds the limit of {MAX_EVENT_BYTES}",
-                                event.type_name(),
-                                e.data.len()
-                            )),
-                        );
-                    }
-                    encoded.push(e);
-                }
-                Err(e) => {
-                    return reply_now(
-                        entry,
-                        CommandError::Unavailable(format!("encoding an event failed: {e}")),
-                    );
-                }
+            let e = codec::encode(event, metadata.clone());
+            bytes += e.data.len();
+            if e.data.len() > MAX_EVENT_BYTES {
+                return reply_now(
+                    entry,
+                    CommandError::TooLarge(format!(
+                        "a {} event of {} bytes exceeds the limit of {MAX_EVENT_BYTES}",
+                        event.type_name(),
+                        e.data.len()
+                    )),
+                );
             }
+            encoded.push(e);
         }
         if encoded.len() > MAX_EVENTS_PER_APPEND || bytes > MAX_APPEND_BYTES {
             return reply_now(

@@ -556,7 +556,7 @@ impl CommandService {
         // A fresh key per attempt: a repeat of the same payment is recognised by its
         // reference (the order is already paid by it) and writes nothing.
         let meta = CommandMeta {
-            idempotency_key: IdempotencyKey::parse(&format!("confirm-{}", Uuid::now_v7()))?,
+            idempotency_key: IdempotencyKey::parse(&format!("confirm-{}", codec::new_event_id()))?,
             actor: Actor::System,
             now: self.inner.clock.now(),
             correlation_id: Uuid::now_v7(),
@@ -744,7 +744,7 @@ fn derived_key(purpose: &str, key: &str) -> String {
 /// A new ticket's id and unguessable secret (128 random bits from the OS-seeded CSPRNG).
 fn new_ticket_seed() -> TicketSeed {
     TicketSeed {
-        ticket_id: TicketId(Uuid::now_v7()),
+        ticket_id: TicketId(codec::new_event_id()),
         secret: hex::encode(rand::random::<[u8; 16]>()),
     }
 }
