@@ -11,12 +11,15 @@
 //!   pay, purchase, cancel, check in, payment webhooks. Each answer is a [`Receipt`] with
 //!   the outcome and the global store position of its events, or a [`CommandError`] with a
 //!   stable code.
+//! * [`accounts`]: [`AccountService`]: registration (email reservation first), profiles and
+//!   roles, by load-decide-append with the expected version and bounded retries.
 //! * [`codec`]: how inventory events are stored (type name, schema version, JSON).
 //! * [`clock`]: the injected clock commands are stamped with.
 //!
 //! Only the inventory actor appends to an inventory stream; everything else goes through
 //! [`CommandService`].
 
+pub mod accounts;
 pub mod actor;
 pub mod clock;
 pub mod codec;
@@ -24,6 +27,7 @@ pub mod error;
 pub mod registry;
 pub mod service;
 
+pub use accounts::{AccountService, Registration};
 pub use actor::{ActorConfig, InventoryMsg};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{CommandError, Receipt};

@@ -267,19 +267,45 @@ impl CommandService {
         selection: Selection,
         token: &str,
     ) -> Result<Receipt<PayOutcome>, CommandError> {
+        let quantity = match &selection {
+            Selection::Quantity { quantity } => u32::try_from(*quantity).unwrap_or(0),
+            Selection::Seats { seats } => u32::try_from(seats.len()).unwrap_or(0),
+        };
         let held = self.hold(ctx, event_id, tier_id, selection).await?;
-        let InventoryOutcome::Held { order_id, .. } = held.outcome else {
+        let InventoryOutcome::Held {
+            order_id,
+            expires_at,
+            total,
+        } = held.outcome
+        else {
             return Err(CommandError::Unavailable(format!(
                 "a hold answered {:?}",
                 held.outcome
             )));
+        };
+        let Some(user_id) = ctx.actor.user_id() else {
+            return Err(Rejection::forbidden("only a signed-in user can buy tickets").into());
         };
         let pay_ctx = RequestContext {
             actor: ctx.actor.clone(),
             idempotency_key: derived_key("pay", &ctx.idempotency_key),
             correlation_id: ctx.correlation_id,
         };
-        self.pay(&pay_ctx, event_id, order_id, token).await
+        // The hold's answer says what paying needs; no second trip to the actor. (For a
+        // retried purchase whose order has moved on, the confirmation decides: a paid order
+        // answers its tickets, a lapsed one gets its money back.)
+        let order = OrderView {
+            order_id,
+            user_id,
+            tier_id,
+            quantity,
+            seats: Vec::new(),
+            status: OrderStatus::Held,
+            expires_at,
+            total,
+            tickets: Vec::new(),
+        };
+        self.pay_order(&pay_ctx, event_id, order, token).await
     }
 
     /// Pays a held order with a payment token: charges the provider (idempotently per
@@ -316,6 +342,18 @@ impl CommandService {
                 .into());
             }
         }
+        self.pay_order(ctx, event_id, order, token).await
+    }
+
+    /// Charges for a live (or already paid) order and settles it.
+    async fn pay_order(
+        &self,
+        ctx: &RequestContext,
+        event_id: EventId,
+        order: OrderView,
+        token: &str,
+    ) -> Result<Receipt<PayOutcome>, CommandError> {
+        let order_id = order.order_id;
         if order.total.amount_minor == 0 {
             // Free tickets: nothing to charge, the order is confirmed as it is.
             let reference = format!("free-{order_id}");
