@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use domain::EventId;
 use parking_lot::Mutex;
@@ -42,6 +43,8 @@ struct Shared {
     slots: Mutex<HashMap<EventId, Slot>>,
     /// Which event each running actor serves, for supervision events.
     events_by_actor: Mutex<HashMap<ActorId, EventId>>,
+    /// Set by shutdown: no new actor is spawned, failed ones are not restarted.
+    stopped: AtomicBool,
 }
 
 /// The inventory actors of this process. Cheap to clone.
@@ -67,6 +70,7 @@ impl Registry {
             running: Mutex::new(HashMap::new()),
             slots: Mutex::new(HashMap::new()),
             events_by_actor: Mutex::new(HashMap::new()),
+            stopped: AtomicBool::new(false),
         });
         let (supervisor, _) = Actor::spawn(None, Supervisor, shared.clone())
             .await
@@ -116,10 +120,22 @@ impl Registry {
             .is_some_and(is_running)
     }
 
-    /// Stops every actor and the supervisor (pending appends are abandoned; their callers
-    /// get `UNAVAILABLE`).
+    /// Stops every actor and the supervisor without waiting. Callers whose commands were
+    /// still waiting for their append get `UNAVAILABLE` (the command may or may not have
+    /// been stored; a retry with the same key is safe).
     pub fn stop(&self) {
-        self.supervisor.stop(Some("registry stopped".into()));
+        self.shared.stopped.store(true, Ordering::SeqCst);
+        self.supervisor.stop_children(Some("shutting down".into()));
+        self.supervisor.stop(Some("shutting down".into()));
+    }
+
+    /// Stops every actor and waits (at most `timeout`) until they have stopped.
+    pub async fn shutdown(&self, timeout: std::time::Duration) {
+        self.shared.stopped.store(true, Ordering::SeqCst);
+        self.supervisor
+            .stop_children_and_wait(Some("shutting down".into()), Some(timeout))
+            .await;
+        self.supervisor.stop(Some("shutting down".into()));
     }
 }
 
@@ -137,6 +153,11 @@ async fn find_or_spawn(
     allow_new: bool,
 ) -> Result<ActorRef<InventoryMsg>, CommandError> {
     loop {
+        if shared.stopped.load(Ordering::SeqCst) {
+            return Err(CommandError::Unavailable(
+                "the command side is shutting down".into(),
+            ));
+        }
         let slot = shared.slots.lock().entry(event_id).or_default().clone();
         let mut guard = slot.lock().await;
         let current = shared

@@ -178,9 +178,14 @@ impl CommandService {
         &self.inner.registry
     }
 
-    /// Stops every actor.
+    /// Stops every actor without waiting (see [`Registry::stop`]).
     pub fn stop(&self) {
         self.inner.registry.stop();
+    }
+
+    /// Stops every actor and waits for them, at most `timeout`.
+    pub async fn shutdown(&self, timeout: Duration) {
+        self.inner.registry.shutdown(timeout).await;
     }
 
     /// Creates an event; its id is derived from the caller and the idempotency key, so a

@@ -380,3 +380,18 @@ async fn errors_carry_stable_codes() {
     assert_eq!(rejected.code(), "NOT_FOUND");
     assert!(!rejected.is_retriable());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_shutdown_commands_are_unavailable_and_no_actor_runs() {
+    let h = harness().await;
+    let (event, tier) = h.published_event(10, None).await;
+    assert_eq!(h.service.registry().loaded(), 1);
+    h.service.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(h.service.registry().loaded(), 0);
+    let err = h
+        .service
+        .hold(&ctx(&buyer(1)), event, tier, one())
+        .await
+        .expect_err("shut down");
+    assert_eq!(err.code(), "UNAVAILABLE");
+}
