@@ -6,7 +6,8 @@
 //!
 //! `cargo bench -p store --bench store` (set `STORE_BENCH_SECS` to change the length of
 //! each append run, `STORE_BENCH_EVENTS` the size of the catch-up store, and
-//! `STORE_BENCH_DIR` where the files go; the default is the target directory, on disk).
+//! `STORE_BENCH_DIR` where the files go, the default being the target directory, on disk;
+//! `STORE_BENCH_ONLY=append1|append64|append1024|catchup` runs one part).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -114,6 +115,15 @@ async fn appenders(concurrency: usize, run: Duration) {
         stats.commits as f64 / elapsed,
         stats.appends as f64 / stats.commits.max(1) as f64,
     );
+    let per_append = |nanos: u64| nanos as f64 / stats.appends.max(1) as f64 / 1000.0;
+    println!(
+        "        writer time per append: insert={:.1}us  commit+fsync={:.1}us  reply={:.1}us  (writer busy {:.0}% of the run)",
+        per_append(stats.insert_nanos),
+        per_append(stats.commit_nanos),
+        per_append(stats.reply_nanos),
+        (stats.insert_nanos + stats.commit_nanos + stats.reply_nanos) as f64 / 1e9 / elapsed
+            * 100.0,
+    );
     store.shutdown().await;
 }
 
@@ -194,10 +204,15 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
+        let only = std::env::var("STORE_BENCH_ONLY").unwrap_or_default();
         for concurrency in [1, 64, 1024] {
-            appenders(concurrency, Duration::from_secs_f64(secs)).await;
+            if only.is_empty() || only == format!("append{concurrency}") {
+                appenders(concurrency, Duration::from_secs_f64(secs)).await;
+            }
         }
-        catch_up(events).await;
+        if only.is_empty() || only == "catchup" {
+            catch_up(events).await;
+        }
     });
     println!("peak RSS {:.0} MiB", peak_rss_mib());
 }

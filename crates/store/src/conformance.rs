@@ -47,7 +47,12 @@ macro_rules! conformance_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $case() {
                 let Some(fixture) = $factory().await else {
-                    eprintln!("SKIPPED conformance case {}: backend not available", stringify!($case));
+                    // Straight to the process's stderr, past the test harness's capture, so
+                    // that a skipped case is visible in every test run.
+                    let _ = ::std::io::Write::write_all(
+                        &mut ::std::io::stderr(),
+                        format!("SKIPPED conformance case {}: backend not available\n", stringify!($case)).as_bytes(),
+                    );
                     return;
                 };
                 $crate::conformance::$case(fixture.store.clone()).await;
