@@ -50,7 +50,7 @@ impl StoredAccount {
 }
 
 /// Stored type name of the account idempotency record, skipped undecoded.
-const ACCOUNT_RECORD: &str = "AccountCommandAccepted";
+pub(crate) const ACCOUNT_RECORD: &str = "AccountCommandAccepted";
 
 impl ReadModel for AccountsModel {
     type Feeds = ();

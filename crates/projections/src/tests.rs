@@ -334,3 +334,11 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn skipped_type_names_are_the_codecs_idempotency_records() {
+    use domain::account::AccountEvent;
+    use domain::codec::EventCodec;
+    assert!(InventoryEvent::current_version(crate::decode::IDEMPOTENCY_RECORD).is_some());
+    assert!(AccountEvent::current_version(crate::accounts::ACCOUNT_RECORD).is_some());
+}
