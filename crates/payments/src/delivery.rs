@@ -83,10 +83,12 @@ pub struct HttpSink {
 
 impl HttpSink {
     /// A sink that POSTs to `url`, trying up to 5 times from 200 ms of backoff on, each
-    /// request limited to 10 s.
+    /// request limited to 10 s. Redirects are not followed: a 3xx answer is a failure.
     pub fn new(url: impl Into<String>) -> Result<Self, DeliveryError> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
+            // A redirect would turn the POST into a GET elsewhere; count it as a failure.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| DeliveryError::Transport(e.to_string()))?;
         Ok(Self {

@@ -281,7 +281,10 @@ struct Inner {
 }
 
 struct OrderSlot {
+    /// The request that claimed the order; a retry must repeat it exactly.
     request: ChargeRequest,
+    /// Set once, by the first call that gets an answer; shared so that callers can wait on
+    /// it without holding the `orders` lock.
     outcome: Arc<OnceCell<ChargeOutcome>>,
 }
 

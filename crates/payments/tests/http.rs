@@ -68,6 +68,15 @@ async fn start_receiver(
     });
     let app = Router::new()
         .route("/webhooks/payments", post(receive))
+        .route(
+            "/moved",
+            post(|| async {
+                (
+                    StatusCode::TEMPORARY_REDIRECT,
+                    [("location", "/webhooks/payments")],
+                )
+            }),
+        )
         .with_state(receiver.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(
@@ -155,6 +164,18 @@ async fn delivery_gives_up_after_its_attempts() {
     let err = sink.deliver(&delivery_at(unix_now())).await.unwrap_err();
     assert_eq!(err, DeliveryError::Status(503));
     assert_eq!(receiver.requests.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let (url, receiver, _events) = start_receiver(0).await;
+    let moved = url.replace("/webhooks/payments", "/moved");
+    let sink = HttpSink::new(moved)
+        .unwrap()
+        .with_retries(2, Duration::from_millis(1));
+    let err = sink.deliver(&delivery_at(unix_now())).await.unwrap_err();
+    assert_eq!(err, DeliveryError::Status(307));
+    assert_eq!(receiver.requests.load(Ordering::SeqCst), 0);
 }
 
 fn delivery_at(timestamp: i64) -> WebhookDelivery {
