@@ -285,6 +285,24 @@ fn main() {
             per_actor / 1024.0,
             events.len() - 1
         );
+        // The share of the domain state alone: the same stream folded outside an actor.
+        let stream = commands::actor::stream_name(events[1].0).expect("stream");
+        let recorded = store::EventStore::read_stream(&s.store, &stream, 0, 1_000_000)
+            .await
+            .expect("read");
+        let decoded: Vec<_> = recorded
+            .iter()
+            .map(|r| commands::codec::decode(r).expect("decode"))
+            .collect();
+        drop(recorded);
+        let before = LIVE.load(Ordering::Relaxed);
+        let folded = <domain::inventory::Inventory as domain::Aggregate>::replay(decoded.iter());
+        let state_bytes = LIVE.load(Ordering::Relaxed) - before;
+        assert_eq!(folded.tickets().count(), 1000);
+        println!(
+            "of which the folded Inventory alone: {:.1} KiB",
+            state_bytes as f64 / 1024.0
+        );
         println!("peak RSS: {} MiB", peak_rss_kib().unwrap_or(0) / 1024);
     });
 }

@@ -70,8 +70,10 @@ impl Default for ActorConfig {
     fn default() -> Self {
         Self {
             idle_timeout: Duration::from_secs(300),
-            max_batch_events: 2048,
-            max_batch_bytes: MAX_APPEND_BYTES / 2,
+            // As large as the store takes: under load, fewer and larger commits share the
+            // fsync, and a batch only fills up while the previous one is being committed.
+            max_batch_events: MAX_EVENTS_PER_APPEND,
+            max_batch_bytes: MAX_APPEND_BYTES,
             max_retries: 3,
         }
     }
