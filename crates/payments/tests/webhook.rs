@@ -187,6 +187,28 @@ fn the_replay_guard_forgets_the_oldest_when_full() {
     assert!(guard.first_time("a"), "the oldest id was forgotten");
 }
 
+#[test]
+fn concurrent_redeliveries_of_one_event_are_accepted_once() {
+    let guard = std::sync::Arc::new(ReplayGuard::new(1024));
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(16));
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let (guard, barrier) = (guard.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                (0..200)
+                    .filter(|i| guard.first_time(&format!("evt_{i}")))
+                    .count()
+            })
+        })
+        .collect();
+    let accepted: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(
+        accepted, 200,
+        "each of the 200 events accepted exactly once"
+    );
+}
+
 proptest! {
     #[test]
     fn the_replay_guard_stays_bounded_and_remembers_the_latest(
