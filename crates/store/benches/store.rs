@@ -1,13 +1,14 @@
 //! Benchmarks of the embedded store with durability on (WAL, synchronous=FULL), on disk.
 //!
 //! Prints, for 1, 64 and 1,024 concurrent appenders of one-event appends: appends/s,
-//! p50/p99/max latency and how many appends shared each commit; then the catch-up rate of
+//! p50/p99/max latency and how many appends shared each commit; the same for one hot stream
+//! with 1,024 pipelined appends in flight; then the catch-up rate of
 //! a subscription over 1,000,000 stored events, and the peak resident memory.
 //!
 //! `cargo bench -p store --bench store` (set `STORE_BENCH_SECS` to change the length of
 //! each append run, `STORE_BENCH_EVENTS` the size of the catch-up store, and
 //! `STORE_BENCH_DIR` where the files go, the default being the target directory, on disk;
-//! `STORE_BENCH_ONLY=append1|append64|append1024|catchup` runs one part).
+//! `STORE_BENCH_ONLY=append1|append64|append1024|hot|catchup` runs one part).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -127,6 +128,51 @@ async fn appenders(concurrency: usize, run: Duration) {
     store.shutdown().await;
 }
 
+/// One hot stream (a ticket war on one event): a single appender keeps `window` appends in
+/// flight with consecutive expected versions, as the inventory actor can.
+async fn hot_stream(window: usize, run: Duration) {
+    use futures::stream::FuturesOrdered;
+    let dir = tempfile::tempdir_in(bench_dir()).expect("bench dir");
+    let store = SqliteStore::open(dir.path(), SqliteOptions::default()).expect("open");
+    let stream = StreamName::new("inventory-hot").expect("name");
+    let mut in_flight = FuturesOrdered::new();
+    let mut next_version = 0u64;
+    let mut hist = Histogram::<u64>::new(3).expect("histogram");
+    let started = Instant::now();
+    let deadline = started + run;
+    loop {
+        while in_flight.len() < window && Instant::now() < deadline {
+            let expected = next_version
+                .checked_sub(1)
+                .map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+            next_version += 1;
+            let (store, stream, e) = (store.clone(), stream.clone(), event(next_version));
+            let t = Instant::now();
+            in_flight.push_back(async move {
+                store
+                    .append(&stream, expected, vec![e])
+                    .await
+                    .expect("append");
+                t.elapsed()
+            });
+        }
+        match in_flight.next().await {
+            Some(latency) => hist.record(latency.as_micros() as u64).expect("record"),
+            None => break,
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let stats = store.stats();
+    println!(
+        "hot     window={window:>5}  appends/s={:>9.0}  p50={:>7.2}ms  p99={:>7.2}ms  appends/commit={:>7.1}  (one stream)",
+        hist.len() as f64 / elapsed,
+        hist.value_at_quantile(0.50) as f64 / 1000.0,
+        hist.value_at_quantile(0.99) as f64 / 1000.0,
+        stats.appends as f64 / stats.commits.max(1) as f64,
+    );
+    store.shutdown().await;
+}
+
 async fn catch_up(events: u64) {
     let dir = tempfile::tempdir_in(bench_dir()).expect("bench dir");
     let store = SqliteStore::open(dir.path(), SqliteOptions::default()).expect("open");
@@ -209,6 +255,9 @@ fn main() {
             if only.is_empty() || only == format!("append{concurrency}") {
                 appenders(concurrency, Duration::from_secs_f64(secs)).await;
             }
+        }
+        if only.is_empty() || only == "hot" {
+            hot_stream(1024, Duration::from_secs_f64(secs)).await;
         }
         if only.is_empty() || only == "catchup" {
             catch_up(events).await;

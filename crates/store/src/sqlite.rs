@@ -135,7 +135,7 @@ pub struct WriterStats {
     pub insert_nanos: u64,
     /// Writer time spent committing (writing the WAL and fsyncing it), in nanoseconds.
     pub commit_nanos: u64,
-    /// Writer time spent answering callers and waking subscribers, in nanoseconds.
+    /// Writer time spent handing answers to the replier thread, in nanoseconds.
     pub reply_nanos: u64,
 }
 
@@ -244,6 +244,7 @@ impl SqliteStore {
             last,
             head: head_tx,
             max_batch: options.max_batch_appends.max(1),
+            replies: spawn_replier(&path)?,
         };
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
@@ -634,6 +635,36 @@ struct WriterState {
     head: watch::Sender<Position>,
     max_batch: usize,
     counters: Arc<Counters>,
+    /// Hands the answers of a committed batch to the replier thread, so that waking
+    /// hundreds of callers overlaps with the next batch's inserts and fsync.
+    replies: mpsc::Sender<Reply>,
+}
+
+/// A committed batch and what became of each of its appends.
+type Reply = (Vec<AppendRequest>, Vec<Planned>);
+
+fn answer(batch: Vec<AppendRequest>, planned: Vec<Planned>) {
+    for (request, outcome) in batch.into_iter().zip(planned) {
+        let _ = request.reply.send(match outcome {
+            Planned::Accepted(result) => Ok(result),
+            Planned::Refused(e) => Err(e),
+        });
+    }
+}
+
+/// Starts the thread that answers callers after their batch committed. It ends once the
+/// writer dropped its sender and every queued answer is sent.
+fn spawn_replier(path: &Path) -> Result<mpsc::Sender<Reply>, StoreError> {
+    let (tx, rx) = mpsc::channel::<Reply>();
+    std::thread::Builder::new()
+        .name("store-replier".into())
+        .spawn(move || {
+            for (batch, planned) in rx {
+                answer(batch, planned);
+            }
+        })
+        .map_err(|e| io_err(path, "spawn replier thread", e))?;
+    Ok(tx)
 }
 
 /// What one append in a batch turned into before the commit.
@@ -682,11 +713,12 @@ impl WriterState {
                     changed
                 });
                 let replying = Instant::now();
-                for (request, outcome) in batch.into_iter().zip(planned) {
-                    let _ = request.reply.send(match outcome {
-                        Planned::Accepted(result) => Ok(result),
-                        Planned::Refused(e) => Err(e),
-                    });
+                // The requests (and their events) are dropped on the replier thread too:
+                // freeing thousands of buffers is not the writer's job.
+                if let Err(mpsc::SendError((batch, planned))) = self.replies.send((batch, planned))
+                {
+                    // The replier is gone (it never panics, so only at teardown): answer here.
+                    answer(batch, planned);
                 }
                 c.reply_nanos
                     .fetch_add(replying.elapsed().as_nanos() as u64, Ordering::Relaxed);

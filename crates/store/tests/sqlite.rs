@@ -328,3 +328,45 @@ async fn a_slow_subscriber_does_not_hold_up_appends() {
     assert_eq!(store.head().await.expect("head"), Position(200));
     drop(stalled);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_appends_to_one_stream_share_commits() {
+    // The inventory actor's pattern: it knows the next version, so it can send appends to
+    // its one stream without waiting for the previous one. They reach the writer in order
+    // and commit together.
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open(dir.path()).expect("open");
+    let s = name("inventory-hot");
+    let appends: Vec<_> = (0..400u64)
+        .map(|i| {
+            let expected = if i == 0 {
+                ExpectedVersion::NoStream
+            } else {
+                ExpectedVersion::Exact(i - 1)
+            };
+            store.append(&s, expected, vec![event(i as usize)])
+        })
+        .collect();
+    let results = futures::future::join_all(appends).await;
+    for (i, r) in results.into_iter().enumerate() {
+        assert_eq!(r.expect("pipelined append").first_version, i as u64);
+    }
+    let stats = store.stats();
+    assert!(
+        stats.commits < 100,
+        "400 pipelined appends should share commits: {stats:?}"
+    );
+    // A conflict in the middle of a pipeline fails it and everything queued behind it.
+    let appends = vec![
+        store.append(&s, ExpectedVersion::Exact(399), vec![event(0)]),
+        store.append(&s, ExpectedVersion::Exact(123), vec![event(1)]),
+        store.append(&s, ExpectedVersion::Exact(401), vec![event(2)]),
+    ];
+    let results = futures::future::join_all(appends).await;
+    assert!(results[0].is_ok());
+    assert_eq!(results[1].as_ref().expect_err("stale").code(), "CONFLICT");
+    assert_eq!(
+        results[2].as_ref().expect_err("behind a conflict").code(),
+        "CONFLICT"
+    );
+}
