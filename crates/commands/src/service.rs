@@ -520,6 +520,68 @@ impl CommandService {
         Ok(receipt)
     }
 
+    /// Cancels an event: every order is cancelled, and every paid one is refunded through
+    /// the provider (refunds are idempotent per charge, so a retry refunds nothing twice).
+    pub async fn cancel_event(
+        &self,
+        ctx: &RequestContext,
+        event_id: EventId,
+        reason: String,
+    ) -> Result<Receipt<InventoryOutcome>, CommandError> {
+        let receipt = self
+            .execute(ctx, event_id, InventoryCommand::CancelEvent { reason })
+            .await?;
+        for (order_id, charge_id) in self.refunds_owed_by_cancellation(event_id).await? {
+            self.inner
+                .payments
+                .refund(RefundRequest {
+                    charge_id,
+                    order_id: order_id.as_uuid(),
+                    reason: payments::RefundReason::EventCancelled,
+                })
+                .await
+                .map_err(CommandError::Payment)?;
+        }
+        Ok(receipt)
+    }
+
+    /// Paid orders the event's cancellation owes money back, with the charge that paid.
+    async fn refunds_owed_by_cancellation(
+        &self,
+        event_id: EventId,
+    ) -> Result<Vec<(OrderId, String)>, CommandError> {
+        use domain::inventory::InventoryEvent as E;
+        let stream = stream_name(event_id)?;
+        let mut paid_by: HashMap<OrderId, String> = HashMap::new();
+        let mut owed = Vec::new();
+        let mut from = 0;
+        loop {
+            let page = self.inner.store.read_stream(&stream, from, 4096).await?;
+            for recorded in &page {
+                match recorded.event_type.as_str() {
+                    "OrderConfirmed" | "OrderCancelled" => match codec::decode(recorded)? {
+                        E::OrderConfirmed(c) => {
+                            paid_by.insert(c.order_id, c.payment_ref);
+                        }
+                        E::OrderCancelled(c)
+                            if c.refund.is_some() && c.reason == RefundReason::EventCancelled =>
+                        {
+                            if let Some(charge) = paid_by.get(&c.order_id) {
+                                owed.push((c.order_id, charge.clone()));
+                            }
+                        }
+                        _ => {}
+                    },
+                    _ => {}
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == 4096 => from = last.version + 1,
+                _ => return Ok(owed),
+            }
+        }
+    }
+
     /// Expires the due holds of an event now (the actor's own timer does this on time;
     /// this is for operators and tests that move a manual clock).
     pub async fn expire_due(&self, event_id: EventId) -> Result<(), CommandError> {

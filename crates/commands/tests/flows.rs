@@ -395,3 +395,61 @@ async fn after_shutdown_commands_are_unavailable_and_no_actor_runs() {
         .expect_err("shut down");
     assert_eq!(err.code(), "UNAVAILABLE");
 }
+
+#[tokio::test]
+async fn cancelling_the_event_refunds_every_paid_order() {
+    let h = harness().await;
+    let (event, tier) = h.published_event(10, None).await;
+    let mut paid = Vec::new();
+    for n in 0..3 {
+        let r = h
+            .service
+            .purchase(&ctx(&buyer(n)), event, tier, one(), test_tokens::SUCCESS)
+            .await
+            .expect("purchase");
+        let PayOutcome::Confirmed { order_id, .. } = r.outcome else {
+            panic!("not confirmed")
+        };
+        paid.push(order_id);
+    }
+    let held = h
+        .service
+        .hold(&ctx(&buyer(9)), event, tier, one())
+        .await
+        .expect("hold");
+    let c = ctx(&h.organizer);
+    let cancelled = h
+        .service
+        .cancel_event(&c, event, "venue flooded".into())
+        .await
+        .expect("cancel");
+    assert_eq!(
+        cancelled.outcome,
+        InventoryOutcome::EventCancelled {
+            orders_cancelled: 4
+        }
+    );
+    // A retry of the cancellation refunds nothing twice.
+    h.service
+        .cancel_event(&c, event, "venue flooded".into())
+        .await
+        .expect("retry");
+    let ledger = h.provider.ledger();
+    assert_eq!(ledger.refunds.len(), 3);
+    for order in paid {
+        assert_eq!(ledger.refunds_for(order.as_uuid()).len(), 1);
+    }
+    let InventoryOutcome::Held {
+        order_id: unpaid, ..
+    } = held.outcome
+    else {
+        panic!("not held")
+    };
+    assert!(ledger.refunds_for(unpaid.as_uuid()).is_empty());
+    let err = h
+        .service
+        .hold(&ctx(&buyer(5)), event, tier, one())
+        .await
+        .expect_err("cancelled");
+    assert_eq!(err.code(), "EVENT_CANCELLED");
+}
