@@ -1,6 +1,6 @@
 //! Folding inventory events into state. Events are facts: folding never refuses one, and an
 //! event that names something unknown (which `decide` never produces) is ignored rather
-//! than allowed to panic.
+//! than allowed to panic; counters saturate rather than overflow for the same reason.
 
 use super::event::*;
 use super::outcome::InventoryOutcome;
@@ -100,7 +100,7 @@ impl Inventory {
                         tier: t as u32,
                         taken_by: None,
                     });
-                    self.tiers[t].capacity += 1;
+                    self.tiers[t].capacity = self.tiers[t].capacity.saturating_add(1);
                 }
             }
             E::HoldPlaced(e) => self.place(e),
@@ -187,8 +187,9 @@ impl Inventory {
         for &s in seats.iter() {
             self.seats[s as usize].taken_by = Some(pos);
         }
-        self.tiers[t].held += e.quantity;
-        *self.per_user.entry(e.user_id).or_default() += e.quantity;
+        self.tiers[t].held = self.tiers[t].held.saturating_add(e.quantity);
+        let count = self.per_user.entry(e.user_id).or_default();
+        *count = count.saturating_add(e.quantity);
         self.live_hold_count += 1;
         self.order_index.insert(e.order_id, pos);
         self.orders.push(Order {
@@ -242,7 +243,7 @@ impl Inventory {
         let quantity = order.quantity;
         let seats = order.seats.clone();
         self.tiers[tier].held = self.tiers[tier].held.saturating_sub(quantity);
-        self.tiers[tier].sold += quantity;
+        self.tiers[tier].sold = self.tiers[tier].sold.saturating_add(quantity);
         self.live_hold_count = self.live_hold_count.saturating_sub(1);
         self.tickets.reserve(e.tickets.len());
         for (i, t) in e.tickets.iter().enumerate() {
