@@ -554,3 +554,345 @@ pub fn format_money(m: &Money) -> String {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Db;
+    use crate::outbox::PlannedNotification;
+    use chrono::Utc;
+    use domain::codec::EventCodec;
+    use domain::ids::{Email, TicketId};
+    use domain::inventory::{
+        DetailsUpdated, EventCancelled, EventCreated, HoldExpired, HoldPlaced, IssuedTicket,
+        OrderCancelled, OrderConfirmed, RefundReason,
+    };
+    use domain::{EventId, OrderId, Role, TierId, UserId};
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, BTreeSet};
+    use store::{Metadata, Position, StreamName};
+
+    const USERS: usize = 4;
+
+    /// One step of a random history of one ticketed event.
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// User `u` buys (a hold, then its confirmation).
+        Buy(usize),
+        /// User `u` holds and lets the hold lapse.
+        Lapse(usize),
+        /// The `k`-th confirmed order (modulo) is cancelled and refunded.
+        Cancel(usize),
+        /// The start moves by this many hours.
+        Move(i64),
+        /// The event is cancelled, with its live orders.
+        CancelEvent,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..USERS).prop_map(Op::Buy),
+            1 => (0..USERS).prop_map(Op::Lapse),
+            2 => (0usize..8).prop_map(Op::Cancel),
+            1 => (-48i64..48).prop_map(Op::Move),
+            1 => Just(Op::CancelEvent),
+        ]
+    }
+
+    struct History {
+        events: Vec<RecordedEvent>,
+        /// Orders confirmed and never cancelled, while the event is not cancelled.
+        live_orders: BTreeSet<Uuid>,
+        confirmed: Vec<(Uuid, UserId)>,
+        event_cancelled: bool,
+    }
+
+    fn recorded<E: EventCodec>(stream: &str, e: &E, position: u64) -> RecordedEvent {
+        let (event_type, schema_version, data) = domain::codec::encode(e);
+        RecordedEvent {
+            id: Uuid::from_u128(position as u128 + 1000),
+            stream: StreamName::new(stream).expect("stream"),
+            version: position,
+            position: Position(position),
+            event_type: event_type.to_string(),
+            schema_version,
+            data,
+            metadata: Metadata {
+                correlation_id: Uuid::nil(),
+                causation_id: None,
+                acting_user: None,
+                recorded_at: Utc::now(),
+            },
+        }
+    }
+
+    fn history(ops: &[Op]) -> History {
+        let users: Vec<UserId> = (0..USERS)
+            .map(|i| UserId(Uuid::from_u128(i as u128 + 1)))
+            .collect();
+        let event = EventId(Uuid::from_u128(99));
+        let inv = streams::inventory(event);
+        let mut h = History {
+            events: Vec::new(),
+            live_orders: BTreeSet::new(),
+            confirmed: Vec::new(),
+            event_cancelled: false,
+        };
+        let push_account = |h: &mut History, e: AccountEvent, user: UserId| {
+            let p = h.events.len() as u64 + 1;
+            h.events.push(recorded(&streams::user(user), &e, p));
+        };
+        for (i, u) in users.iter().enumerate() {
+            push_account(
+                &mut h,
+                AccountEvent::AccountRegistered(domain::account::AccountRegistered {
+                    user_id: *u,
+                    email: Email::parse(&format!("u{i}@example.com")).expect("email"),
+                    display_name: format!("U{i}"),
+                    password_hash: "x".into(),
+                    roles: BTreeSet::from([Role::Customer]),
+                    at: Utc::now(),
+                }),
+                *u,
+            );
+        }
+        let mut start = Utc::now() + chrono::Duration::days(20);
+        let details = |start| EventDetails {
+            name: "E".into(),
+            description: String::new(),
+            venue: "V".into(),
+            starts_at: start,
+            ends_at: start + chrono::Duration::hours(2),
+            images: vec![],
+        };
+        let push = |h: &mut History, e: InventoryEvent| {
+            let p = h.events.len() as u64 + 1;
+            h.events.push(recorded(&inv, &e, p));
+        };
+        push(
+            &mut h,
+            InventoryEvent::EventCreated(EventCreated {
+                event_id: event,
+                organizer: UserId(Uuid::from_u128(77)),
+                details: details(start),
+            }),
+        );
+        let money = Money::price(1000, "EUR").expect("price");
+        let mut n = 0u128;
+        let mut hold = |h: &mut History, user: UserId| {
+            n += 1;
+            let order = OrderId(Uuid::from_u128(10_000 + n));
+            push(
+                h,
+                InventoryEvent::HoldPlaced(HoldPlaced {
+                    order_id: order,
+                    user_id: user,
+                    tier_id: TierId(Uuid::from_u128(5)),
+                    quantity: 1,
+                    seats: vec![],
+                    total: money,
+                    placed_at: Utc::now(),
+                    expires_at: Utc::now(),
+                }),
+            );
+            order
+        };
+        for op in ops {
+            if h.event_cancelled {
+                break;
+            }
+            match *op {
+                Op::Buy(u) => {
+                    let order = hold(&mut h, users[u]);
+                    push(
+                        &mut h,
+                        InventoryEvent::OrderConfirmed(OrderConfirmed {
+                            order_id: order,
+                            user_id: users[u],
+                            payment_ref: "p".into(),
+                            amount: money,
+                            tickets: vec![IssuedTicket {
+                                ticket_id: TicketId(Uuid::from_u128(20_000 + order.0.as_u128())),
+                                secret: "s".into(),
+                                seat: None,
+                            }],
+                            at: Utc::now(),
+                        }),
+                    );
+                    h.live_orders.insert(order.0);
+                    h.confirmed.push((order.0, users[u]));
+                }
+                Op::Lapse(u) => {
+                    let order = hold(&mut h, users[u]);
+                    push(
+                        &mut h,
+                        InventoryEvent::HoldExpired(HoldExpired {
+                            order_id: order,
+                            at: Utc::now(),
+                        }),
+                    );
+                }
+                Op::Cancel(k) => {
+                    if h.confirmed.is_empty() {
+                        continue;
+                    }
+                    let (order, user) = h.confirmed[k % h.confirmed.len()];
+                    if h.live_orders.remove(&order) {
+                        push(
+                            &mut h,
+                            InventoryEvent::OrderCancelled(OrderCancelled {
+                                order_id: OrderId(order),
+                                user_id: user,
+                                refund: Some(money),
+                                reason: RefundReason::CancelledByRequest,
+                                voided_tickets: vec![],
+                                at: Utc::now(),
+                            }),
+                        );
+                    }
+                }
+                Op::Move(hours) => {
+                    start += chrono::Duration::hours(hours);
+                    push(
+                        &mut h,
+                        InventoryEvent::DetailsUpdated(DetailsUpdated {
+                            details: details(start),
+                        }),
+                    );
+                }
+                Op::CancelEvent => {
+                    push(
+                        &mut h,
+                        InventoryEvent::EventCancelled(EventCancelled {
+                            reason: "r".into(),
+                            at: Utc::now(),
+                        }),
+                    );
+                    let live: Vec<_> = h.live_orders.iter().copied().collect();
+                    for order in live {
+                        let user = h.confirmed.iter().find(|c| c.0 == order).map(|c| c.1);
+                        push(
+                            &mut h,
+                            InventoryEvent::OrderCancelled(OrderCancelled {
+                                order_id: OrderId(order),
+                                user_id: user.unwrap_or(users[0]),
+                                refund: Some(money),
+                                reason: RefundReason::EventCancelled,
+                                voided_tickets: vec![],
+                                at: Utc::now(),
+                            }),
+                        );
+                    }
+                    h.live_orders.clear();
+                    h.event_cancelled = true;
+                }
+            }
+        }
+        h
+    }
+
+    /// The outbox by key (event id, kind, channel, recipient): status and order.
+    type Outbox = BTreeMap<(Uuid, String, String, String), (String, Option<String>)>;
+
+    /// Plans `events` in batches of the given sizes (cycled), each batch in one
+    /// transaction, as the planner task does; a batch whose index is in `crash_after` is
+    /// planned, rolled back (a crash before commit), and planned again.
+    fn plan_all(
+        db: &Db,
+        events: &[RecordedEvent],
+        batches: &[usize],
+        crash_after: &BTreeSet<usize>,
+    ) -> Outbox {
+        let planner = DomainPlanner::new(Duration::from_secs(3600));
+        db.call_blocking(|conn| {
+            let mut rest = events;
+            let mut i = 0;
+            while !rest.is_empty() {
+                let size = batches[i % batches.len()].clamp(1, rest.len());
+                let (batch, tail) = rest.split_at(size);
+                let attempts = if crash_after.contains(&i) { 2 } else { 1 };
+                for attempt in 0..attempts {
+                    let tx = conn.transaction()?;
+                    for e in batch {
+                        let plan: Vec<PlannedNotification> = planner.plan(&tx, e)?;
+                        outbox::insert_planned(&tx, &plan, 0)?;
+                    }
+                    outbox::set_checkpoint(&tx, batch[batch.len() - 1].position.0)?;
+                    if attempt + 1 == attempts {
+                        tx.commit()?;
+                    } // else dropped: rolled back
+                }
+                rest = tail;
+                i += 1;
+            }
+            let mut stmt = conn.prepare(
+                "SELECT event_id, kind, channel, recipient, status, order_id FROM outbox",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    (
+                        outbox::parse_uuid(&r.get::<_, String>(0)?).unwrap_or_default(),
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                    ),
+                    (r.get::<_, String>(4)?, r.get::<_, Option<String>>(5)?),
+                ))
+            })?;
+            Ok(rows.collect::<Result<BTreeMap<_, _>, _>>()?)
+        })
+        .expect("plan")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Whatever the history and however it is split into batches (and re-planned
+        /// after crashes), the outbox is the same, and it holds: one confirmation per
+        /// confirmed order, by email and in-app; pending reminders exactly for the orders
+        /// still live on an event that is not cancelled; a cancellation notice for each
+        /// order the event's cancellation cancelled.
+        #[test]
+        fn plan_is_complete_and_independent_of_batching(
+            ops in proptest::collection::vec(op(), 0..30),
+            batches in proptest::collection::vec(1usize..8, 1..4),
+            crash_after in proptest::collection::btree_set(0usize..40, 0..5),
+        ) {
+            let h = history(&ops);
+            let dir = tempfile::tempdir().expect("tempdir");
+            let one = Db::open(&dir.path().join("a.db")).expect("db");
+            let other = Db::open(&dir.path().join("b.db")).expect("db");
+            let reference = plan_all(&one, &h.events, &[usize::MAX], &BTreeSet::new());
+            let split = plan_all(&other, &h.events, &batches, &crash_after);
+            prop_assert_eq!(&reference, &split);
+
+            let count = |kind: &str, channel: &str, status: Option<&str>| {
+                reference
+                    .iter()
+                    .filter(|(k, v)| k.1 == kind && k.2 == channel && status.is_none_or(|s| v.0 == s))
+                    .count()
+            };
+            for channel in ["email", "in_app"] {
+                prop_assert_eq!(count("order_confirmed", channel, None), h.confirmed.len());
+            }
+            let pending_reminders: BTreeSet<Uuid> = reference
+                .iter()
+                .filter(|(k, v)| k.1 == "event_reminder" && v.0 == "pending")
+                .filter_map(|(_, v)| v.1.as_deref().and_then(|o| Uuid::parse_str(o).ok()))
+                .collect();
+            prop_assert_eq!(&pending_reminders, &h.live_orders);
+            let cancelled_by_event = h
+                .events
+                .iter()
+                .filter(|e| e.event_type == "OrderCancelled")
+                .filter(|e| String::from_utf8_lossy(&e.data).contains("EVENT_CANCELLED"))
+                .count();
+            prop_assert_eq!(count("event_cancelled", "email", None), cancelled_by_event);
+            // Nothing planned is addressed to an unknown recipient.
+            for k in reference.keys() {
+                if k.2 == "email" {
+                    prop_assert!(k.3.ends_with("@example.com"), "{:?}", k);
+                }
+            }
+        }
+    }
+}

@@ -14,10 +14,10 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::BroadcastStream;
 use uuid::Uuid;
 
+use crate::channel::Channel;
 use crate::channel::email::{EmailChannel, SmtpConfig};
 use crate::channel::in_app::{self, InAppChannel, InAppNotification};
 use crate::channel::webhook::{self, WebhookChannel, WebhookRegistration};
-use crate::channel::{Channel, DeliveryError};
 use crate::db::{Db, now_ms};
 use crate::error::NotifierError;
 use crate::metrics as m;
@@ -502,11 +502,5 @@ impl Notifications {
         &self,
     ) -> Result<std::collections::BTreeMap<(ChannelKind, String), u64>, NotifierError> {
         self.db.call(|conn| outbox::counts(conn)).await
-    }
-}
-
-impl From<DeliveryError> for NotifierError {
-    fn from(e: DeliveryError) -> Self {
-        NotifierError::Database(e.to_string())
     }
 }
