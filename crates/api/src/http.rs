@@ -95,11 +95,81 @@ pub const CLOSE_FORBIDDEN: u16 = 4403;
 /// (`graphql-transport-ws`'s `4401: Unauthorized`); the client reconnects with a fresh one.
 pub const CLOSE_UNAUTHORIZED: u16 = 4401;
 
+/// Close code sent when a client starts more than [`MAX_OPERATIONS_PER_CONNECTION`]
+/// operations on one WebSocket.
+pub const CLOSE_TOO_MANY_OPERATIONS: u16 = 4429;
+
+/// Most operations (subscriptions, or queries sent over the socket) one WebSocket may
+/// have running at once. Each costs a live stream on the server; without a cap one
+/// connection could open unboundedly many.
+pub const MAX_OPERATIONS_PER_CONNECTION: usize = 100;
+
 /// Why a WebSocket session was ended by the server.
 #[derive(Debug, Clone, Copy)]
 enum StopReason {
     Shutdown,
     Expired,
+    TooManyOperations,
+}
+
+/// The ids of the operations running on one WebSocket, seen from both directions: a
+/// client `subscribe`/`start` adds one; a client `complete`/`stop` or a server
+/// `complete`/`error` ends it.
+#[derive(Debug, Default)]
+struct ActiveOperations(std::sync::Mutex<std::collections::HashSet<String>>);
+
+/// The part of a protocol message that names the operation.
+#[derive(serde::Deserialize)]
+struct Envelope {
+    #[serde(rename = "type")]
+    kind: String,
+    id: Option<String>,
+}
+
+impl ActiveOperations {
+    /// Records a client message; `false` when it would start one operation too many.
+    fn track_client_message(&self, message: &Result<Message, axum::Error>) -> bool {
+        let bytes = match message {
+            Ok(Message::Text(text)) => text.as_bytes(),
+            Ok(Message::Binary(bytes)) => bytes.as_ref(),
+            _ => return true,
+        };
+        // Malformed messages are left to the protocol handler, which refuses them.
+        let Ok(Envelope { kind, id: Some(id) }) = serde_json::from_slice::<Envelope>(bytes) else {
+            return true;
+        };
+        let mut active = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match kind.as_str() {
+            "subscribe" | "start" if !active.contains(&id) => {
+                if active.len() >= MAX_OPERATIONS_PER_CONNECTION {
+                    return false;
+                }
+                active.insert(id);
+            }
+            "complete" | "stop" => {
+                active.remove(&id);
+            }
+            _ => {}
+        }
+        true
+    }
+
+    /// Records a server message that ends an operation. Data messages are recognised by
+    /// their prefix and not parsed (the server writes `type` first).
+    fn track_server_message(&self, text: &str) {
+        if !(text.starts_with(r#"{"type":"complete""#) || text.starts_with(r#"{"type":"error""#)) {
+            return;
+        }
+        if let Ok(Envelope { id: Some(id), .. }) = serde_json::from_str::<Envelope>(text) {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&id);
+        }
+    }
 }
 
 /// HTTP settings taken from [`ServiceConfig`].
@@ -672,10 +742,16 @@ async fn websocket_session<E: Executor>(
 
     // async-graphql closes a refused `connection_init` with 1002; the protocol recommends
     // 4403, which tells clients not to retry with the same credentials.
-    let close_code = {
+    let operations = Arc::new(ActiveOperations::default());
+    let outbound = {
         let rejected = Arc::clone(&rejected);
+        let operations = Arc::clone(&operations);
         move |message: Message| {
             future::ready(Ok::<_, axum::Error>(match message {
+                Message::Text(text) => {
+                    operations.track_server_message(text.as_str());
+                    Message::Text(text)
+                }
                 Message::Close(Some(frame)) if rejected.load(Ordering::Acquire) => {
                     Message::Close(Some(CloseFrame {
                         code: CLOSE_FORBIDDEN,
@@ -686,9 +762,19 @@ async fn websocket_session<E: Executor>(
             }))
         }
     };
-    let input = (&mut stream).take_until(stop);
+    let input = (&mut stream).take_until(stop).take_while({
+        let operations = Arc::clone(&operations);
+        let stop_reason = Arc::clone(&stop_reason);
+        move |message| {
+            let admitted = operations.track_client_message(message);
+            if !admitted {
+                let _ = stop_reason.set(StopReason::TooManyOperations);
+            }
+            future::ready(admitted)
+        }
+    });
     GraphQLWebSocket::new_with_pair(
-        (&mut sink).with(close_code),
+        (&mut sink).with(outbound),
         input,
         state.executor.clone(),
         protocol,
@@ -702,6 +788,10 @@ async fn websocket_session<E: Executor>(
         Some(StopReason::Expired) => {
             Some((CLOSE_UNAUTHORIZED, "UNAUTHENTICATED: the token has expired"))
         }
+        Some(StopReason::TooManyOperations) => Some((
+            CLOSE_TOO_MANY_OPERATIONS,
+            "too many operations on one connection",
+        )),
         None => None,
     };
     if let Some((code, reason)) = closing {
@@ -858,6 +948,39 @@ mod tests {
         );
         headers.insert("x-forwarded-for", HeaderValue::from_static("garbage"));
         assert_eq!(forwarded_client(&headers), None);
+    }
+
+    fn client(text: &str) -> Result<Message, axum::Error> {
+        Ok(Message::Text(text.into()))
+    }
+
+    #[test]
+    fn operations_are_counted_from_both_directions() {
+        let operations = ActiveOperations::default();
+        for id in 0..MAX_OPERATIONS_PER_CONNECTION {
+            assert!(operations.track_client_message(&client(&format!(
+                r#"{{"type":"subscribe","id":"{id}","payload":{{}}}}"#
+            ))));
+        }
+        // Re-using a live id is the protocol handler's business, not a new operation.
+        assert!(operations.track_client_message(&client(r#"{"type":"subscribe","id":"0"}"#)));
+        assert!(!operations.track_client_message(&client(r#"{"type":"start","id":"new"}"#)));
+        // A client stop frees a slot; so does the server completing an operation.
+        assert!(operations.track_client_message(&client(r#"{"type":"complete","id":"0"}"#)));
+        assert!(operations.track_client_message(&client(r#"{"type":"subscribe","id":"new"}"#)));
+        assert!(!operations.track_client_message(&client(r#"{"type":"subscribe","id":"newer"}"#)));
+        operations.track_server_message(r#"{"type":"next","id":"1","payload":{}}"#);
+        assert!(!operations.track_client_message(&client(r#"{"type":"subscribe","id":"newer"}"#)));
+        operations.track_server_message(r#"{"type":"complete","id":"1"}"#);
+        assert!(operations.track_client_message(&client(r#"{"type":"subscribe","id":"newer"}"#)));
+        // Messages that are not operations pass untouched.
+        for other in [
+            "not json",
+            r#"{"type":"ping"}"#,
+            r#"{"type":"connection_init","payload":{}}"#,
+        ] {
+            assert!(operations.track_client_message(&client(other)), "{other}");
+        }
     }
 
     #[test]

@@ -37,6 +37,8 @@
 //! service.serve(TcpListener::bind(config.addr).await?, shutdown_signal()).await?;
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod auth;
 pub mod config;
 pub mod context;

@@ -1152,3 +1152,48 @@ async fn concurrent_logins_never_exceed_the_allowance() {
     assert_eq!((allowed, limited), (3, 37));
     app.stop().await.expect("clean stop");
 }
+
+#[tokio::test]
+async fn one_websocket_cannot_run_unboundedly_many_operations() {
+    let app = spawn_app(Setup::default()).await;
+    let mut socket = ws_connect(&app, "graphql-transport-ws").await;
+    ws_send(&mut socket, json!({ "type": "connection_init" })).await;
+    assert_eq!(
+        ws_next(&mut socket).await.expect("ack")["type"],
+        "connection_ack"
+    );
+    let subscribe = |id: String| json!({ "id": id, "type": "subscribe", "payload": { "query": "subscription { ticks(everyMs: 60000) }" } });
+    let max = api::http::MAX_OPERATIONS_PER_CONNECTION;
+    for id in 0..max - 1 {
+        ws_send(&mut socket, subscribe(id.to_string())).await;
+    }
+    // A query over the socket completes by itself and frees its slot again.
+    ws_send(&mut socket, json!({ "id": "q", "type": "subscribe", "payload": { "query": "{ echo(message: \"x\") }" } })).await;
+    assert_eq!(ws_next(&mut socket).await.expect("result")["id"], "q");
+    assert_eq!(
+        ws_next(&mut socket).await.expect("complete"),
+        json!({ "type": "complete", "id": "q" })
+    );
+    // So the last slot is still free.
+    ws_send(&mut socket, json!({ "id": "last", "type": "subscribe", "payload": { "query": "subscription { ticks(everyMs: 10) }" } })).await;
+    let message = ws_next(&mut socket).await.expect("next");
+    assert_eq!(
+        (message["type"].as_str(), message["id"].as_str()),
+        (Some("next"), Some("last"))
+    );
+    // One more is refused.
+    ws_send(&mut socket, subscribe("extra".into())).await;
+    let frame = loop {
+        match ws_next(&mut socket).await {
+            Ok(message) => assert_eq!(message["id"], "last", "only the last subscription ticks"),
+            Err(frame) => break frame.expect("a close frame"),
+        }
+    };
+    assert_eq!(frame.code, CloseCode::from(4429));
+    assert!(
+        frame.reason.contains("too many operations"),
+        "{}",
+        frame.reason
+    );
+    app.stop().await.expect("clean stop");
+}
