@@ -722,3 +722,98 @@ async fn periodic_snapshots_let_another_process_resume_without_a_clean_shutdown(
     side.shutdown().await;
     beside.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_readers_and_a_rebuild_end_in_models_equal_to_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let side = Arc::new(persistent(&store, dir.path()));
+    let mut writers = Vec::new();
+    for w in 0..6u128 {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            // Each writer is its own command side for its own events, as actors are.
+            let mut sim = Sim::new(store).with_ids_from(w * 1_000_000);
+            let e = sim
+                .create_event(&format!("Load {w}"), "Dome", 5, 40, &["R-1", "R-2", "R-3"])
+                .await;
+            for i in 0..40u128 {
+                match sim.hold(e, w * 100 + i, 1 + (i % 2) as i64).await {
+                    Ok((o, _)) if i % 3 == 0 => {
+                        sim.pay(e, o).await.unwrap();
+                    }
+                    Ok((o, _)) if i % 3 == 1 => {
+                        sim.expire(e, o).await.unwrap();
+                    }
+                    _ => {}
+                }
+                if i == 20 {
+                    let o = sim.hold_seats(e, w * 100 + 99, &["R-2"]).await.unwrap();
+                    sim.pay(e, o).await.unwrap();
+                }
+            }
+            e
+        }));
+    }
+    let writing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let reader = {
+        let side = side.clone();
+        let writing = writing.clone();
+        tokio::spawn(async move {
+            let mut queries = 0u64;
+            while writing.load(std::sync::atomic::Ordering::Relaxed) {
+                let page = side
+                    .catalogue()
+                    .list(&EventFilter::default(), &PageRequest::first(3))
+                    .unwrap();
+                // A rebuild may empty the catalogue between two queries; each answer is
+                // still whole.
+                let views = page
+                    .items
+                    .iter()
+                    .filter_map(|e| side.catalogue().event(e.event_id));
+                for v in page.items.iter().cloned().chain(views) {
+                    // Counts are never torn: sold + held + available is the capacity.
+                    for t in &v.tiers {
+                        assert_eq!(t.sold + t.held + t.available, t.capacity, "{t:?}");
+                    }
+                    queries += 1;
+                }
+                side.orders()
+                    .orders_of_user(buyer(1), &PageRequest::first(10))
+                    .unwrap();
+                tokio::task::yield_now().await;
+            }
+            queries
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    side.rebuild("catalogue").await.unwrap();
+    let mut events = Vec::new();
+    for w in writers {
+        events.push(w.await.unwrap());
+    }
+    writing.store(false, std::sync::atomic::Ordering::Relaxed);
+    assert!(reader.await.unwrap() > 0);
+    side.catch_up(WAIT).await.unwrap();
+    let report = audit::verify(store.as_ref(), &side, &no_progress)
+        .await
+        .unwrap();
+    assert_eq!(report.differences, vec![], "{report:#?}");
+    assert_eq!(report.streams, 6);
+    let fresh = in_memory(&store);
+    fresh.catch_up(WAIT).await.unwrap();
+    assert_eq!(side.dump(), fresh.dump());
+    for e in events {
+        let sold: u32 = side
+            .catalogue()
+            .event(e)
+            .unwrap()
+            .tiers
+            .iter()
+            .map(|t| t.sold)
+            .sum();
+        assert!(sold > 0);
+    }
+    side.shutdown().await;
+}

@@ -95,6 +95,12 @@ impl Sim {
         }
     }
 
+    /// Starts this command side's ids at `from`, so several can share one store.
+    pub fn with_ids_from(mut self, from: u128) -> Self {
+        self.n = from;
+        self
+    }
+
     fn next(&mut self) -> u128 {
         self.n += 1;
         self.n
