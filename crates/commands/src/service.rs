@@ -435,12 +435,17 @@ impl CommandService {
         webhook: &WebhookEvent,
     ) -> Result<Receipt<PayOutcome>, CommandError> {
         let order_id = OrderId(webhook.order_id);
-        if webhook.kind == WebhookEventType::RefundSucceeded {
-            return Ok(Receipt {
-                outcome: PayOutcome::Acknowledged,
-                position: Position::START,
-            });
-        }
+        let succeeded = match webhook.kind {
+            WebhookEventType::ChargeSucceeded => true,
+            WebhookEventType::ChargeFailed => false,
+            // Our own refund, confirmed: nothing to change.
+            WebhookEventType::RefundSucceeded => {
+                return Ok(Receipt {
+                    outcome: PayOutcome::Acknowledged,
+                    position: Position::START,
+                });
+            }
+        };
         let routed = self.inner.payment_routes.lock().get(&order_id).copied();
         let event_id = match routed {
             Some(e) => e,
@@ -457,36 +462,32 @@ impl CommandService {
             .read(event_id, move |inv| inv.order(order_id))
             .await?
             .ok_or_else(|| Rejection::not_found("order", order_id))?;
-        let receipt = match webhook.kind {
-            WebhookEventType::ChargeSucceeded => {
-                self.confirm(
-                    event_id,
-                    &order,
-                    &webhook.charge_id,
-                    webhook.amount,
-                    &webhook.currency,
-                )
-                .await?
+        let receipt = if succeeded {
+            self.confirm(
+                event_id,
+                &order,
+                &webhook.charge_id,
+                webhook.amount,
+                &webhook.currency,
+            )
+            .await?
+        } else {
+            let owner = Actor::user(order.user_id, [Role::Customer]);
+            let ctx = RequestContext {
+                actor: owner,
+                idempotency_key: derived_key("webhook-release", &webhook.id),
+                correlation_id: Uuid::now_v7(),
+            };
+            let position = self.release_after_payment(&ctx, event_id, &order).await?;
+            Receipt {
+                outcome: PayOutcome::Declined {
+                    order_id,
+                    reason: webhook
+                        .failure_reason
+                        .unwrap_or(DeclineReason::CardDeclined),
+                },
+                position,
             }
-            WebhookEventType::ChargeFailed => {
-                let owner = Actor::user(order.user_id, [Role::Customer]);
-                let ctx = RequestContext {
-                    actor: owner,
-                    idempotency_key: derived_key("webhook-release", &webhook.id),
-                    correlation_id: Uuid::now_v7(),
-                };
-                let position = self.release_after_payment(&ctx, event_id, &order).await?;
-                Receipt {
-                    outcome: PayOutcome::Declined {
-                        order_id,
-                        reason: webhook
-                            .failure_reason
-                            .unwrap_or(DeclineReason::CardDeclined),
-                    },
-                    position,
-                }
-            }
-            WebhookEventType::RefundSucceeded => unreachable_refund(),
         };
         // The route stays: the provider may deliver the same webhook again.
         Ok(receipt)
@@ -830,13 +831,6 @@ impl CommandService {
         Err(CommandError::Unavailable(format!(
             "the actor of event {event_id} stopped before answering"
         )))
-    }
-}
-
-fn unreachable_refund() -> Receipt<PayOutcome> {
-    Receipt {
-        outcome: PayOutcome::Acknowledged,
-        position: Position::START,
     }
 }
 

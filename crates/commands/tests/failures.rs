@@ -390,8 +390,16 @@ async fn holds_expire_on_their_own_timer() {
     };
     let status = wait_for_status(&service, event, order_id, OrderStatus::Expired).await;
     assert_eq!(status, OrderStatus::Expired);
-    let events = stream_events(&h, event).await;
-    assert_eq!(count_events(&events, "HoldExpired"), 1);
+    // Reads see decided events at once; the stream gets them when the append commits.
+    let mut expired = 0;
+    for _ in 0..500 {
+        expired = count_events(&stream_events(&h, event).await, "HoldExpired");
+        if expired > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(expired, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

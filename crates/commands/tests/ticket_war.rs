@@ -66,9 +66,15 @@ async fn two_thousand_buyers_for_a_thousand_tickets() {
     assert_eq!(answers.get("SOLD_OUT"), Some(&1000), "{answers:?}");
     assert_eq!(answers.len(), 2, "{answers:?}");
     assert_eq!(tickets.len(), 1000);
-    // Replaying the stream gives the same totals.
+    // Replaying the stream gives the same totals, and exactly the actor's state.
     let replayed = h.replay(event).await;
     replayed.check_invariants().expect("invariants");
+    let live = h
+        .service
+        .read(event, |inv| inv.clone())
+        .await
+        .expect("read");
+    assert!(live == replayed, "the actor's state is the stream's fold");
     let view = replayed.tier(tier).expect("tier");
     assert_eq!((view.sold, view.held, view.available), (1000, 0, 0));
     assert_eq!(replayed.tickets().count(), 1000);
