@@ -570,20 +570,27 @@ impl SubscriptionState {
                 self.last = event.position;
                 return Some((Ok(SubscriptionMessage::Event(event)), self));
             }
-            // Note the head we are about to read up to: a commit after this point wakes
-            // the wait below, so no commit can be missed between the read and the wait.
-            if let Some(head) = &mut self.head {
-                head.borrow_and_update();
-            }
-            let read = match self.prefetch.take() {
-                Some(read) => read,
-                None => self.start_read(self.last),
+            let (read, fresh) = match self.prefetch.take() {
+                Some(read) => (read, false),
+                None => {
+                    // Note the head we are about to read up to: a commit after this point
+                    // wakes the wait below, so none is missed between the read and the wait.
+                    if let Some(head) = &mut self.head {
+                        head.borrow_and_update();
+                    }
+                    (self.start_read(self.last), true)
+                }
             };
             let page = match read.await {
                 Ok(Ok(page)) => page,
                 Ok(Err(e)) => return self.fail(e),
                 Err(e) => return self.fail(StoreError::Unavailable(format!("read task: {e}"))),
             };
+            if page.is_empty() && !fresh {
+                // A read-ahead started before the head was noted proves nothing about the
+                // head now: read again.
+                continue;
+            }
             if !page.is_empty() {
                 if page.len() >= self.store.inner.options.page_size.max(1) {
                     let after = page.last().map_or(self.last, |e| e.position);

@@ -370,3 +370,43 @@ async fn pipelined_appends_to_one_stream_share_commits() {
         "CONFLICT"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn a_subscription_never_sleeps_through_a_commit() {
+    // One-event pages make the subscription read ahead after every event, which is where
+    // a commit landing between the read-ahead and the wait could be missed.
+    let dir = tempfile::tempdir().expect("dir");
+    let options = SqliteOptions {
+        page_size: 1,
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open(dir.path(), options).expect("open");
+    let (seen_tx, mut seen_rx) = tokio::sync::watch::channel(Position::START);
+    let mut sub = store.subscribe_all(Position::START);
+    let consumer = tokio::spawn(async move {
+        while let Some(item) = sub.next().await {
+            if let SubscriptionMessage::Event(e) = item.expect("subscription") {
+                seen_tx.send_replace(e.position);
+                // A slow consumer: the next commit lands before it asks for more.
+                tokio::time::sleep(Duration::from_millis(15)).await;
+            }
+        }
+    });
+    let s = name("s");
+    for i in 0..300u64 {
+        let expected = i
+            .checked_sub(1)
+            .map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+        let r = store
+            .append(&s, expected, vec![event(i as usize)])
+            .await
+            .expect("append");
+        let want = r.positions[0];
+        tokio::time::timeout(Duration::from_secs(10), seen_rx.wait_for(|p| *p >= want))
+            .await
+            .unwrap_or_else(|_| panic!("event {i} committed but not delivered"))
+            .expect("consumer alive");
+    }
+    store.shutdown().await;
+    consumer.await.expect("consumer");
+}
