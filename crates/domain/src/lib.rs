@@ -14,6 +14,21 @@
 //! Nothing here does IO, reads a clock, draws random numbers or knows about async
 //! runtimes: time, the acting user and new ids arrive in each command, so every decision
 //! is deterministic and can be replayed for audits.
+//!
+//! # What callers rely on
+//!
+//! * Every accepted decision ends with a `...CommandAccepted` event recording the
+//!   idempotency key, the actor and the outcome. Keys are scoped per stream and per acting
+//!   user: a decided key answers its first outcome with no events; the same key with a
+//!   different body is refused as `INVALID_INPUT`. Rejected commands are not recorded.
+//! * Buying is `PlaceHold` (by the buyer), then `ConfirmPayment` (by [`Actor::System`] or an
+//!   admin, when the payment provider reports success), or `ExpireHold` (by
+//!   [`Actor::System`], at or after the hold's expiry time; earlier is refused). A payment
+//!   that arrives for a hold that is no longer live records a refund owed, never tickets.
+//!   `Purchase` holds and pays in one decision for a payment that already succeeded; if it
+//!   is refused, the caller must void or refund that payment.
+//! * [`inventory::Inventory::live_holds`] lists the holds whose expiry must be scheduled
+//!   after recovery.
 
 pub mod account;
 pub mod aggregate;

@@ -1595,3 +1595,30 @@ fn a_rejected_command_is_not_recorded_and_may_be_retried() {
         .when(cmd(customer(1), "k", t(1), hold_ga(1, 1, t(11))))
         .accepted();
 }
+
+#[test]
+fn extreme_times_are_answered_not_panicked_on() {
+    use chrono::{DateTime, Utc};
+    let late = DateTime::<Utc>::MAX_UTC;
+    let mut events = on_sale(10);
+    events[0] = InventoryEvent::EventCreated(EventCreated {
+        event_id: EVENT,
+        organizer: ORGANIZER,
+        details: EventDetails {
+            ends_at: late,
+            ..details()
+        },
+    });
+    // A clock an hour before the end of time: the longest hold would end past it.
+    let almost = late - chrono::Duration::hours(1);
+    on(events.clone())
+        .when(cmd(customer(1), "k", almost, hold_ga(1, 1, late)))
+        .accepted();
+    on(events.clone())
+        .when(cmd(customer(1), "k", late, hold_ga(1, 1, late)))
+        .rejected("INVALID_INPUT");
+    let min = DateTime::<Utc>::MIN_UTC;
+    on(events)
+        .when(cmd(customer(1), "k", t(1), hold_ga(1, 1, min)))
+        .rejected("INVALID_INPUT");
+}

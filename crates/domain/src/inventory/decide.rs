@@ -775,7 +775,11 @@ impl Inventory {
                 ),
             ));
         }
-        if req.expires_at > meta.now + Duration::seconds(MAX_HOLD_SECONDS) {
+        let latest = meta
+            .now
+            .checked_add_signed(Duration::seconds(MAX_HOLD_SECONDS))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        if req.expires_at > latest {
             return Err(Rejection::invalid(
                 "expiresAt",
                 format!("a hold lasts at most {MAX_HOLD_SECONDS} seconds"),
