@@ -39,6 +39,7 @@
 
 #![warn(missing_docs)]
 
+pub mod app;
 pub mod auth;
 pub mod config;
 pub mod context;
@@ -46,8 +47,10 @@ pub mod error;
 pub mod graphql;
 pub mod http;
 pub mod rate_limit;
+pub mod schema;
 pub mod telemetry;
 
+pub use app::{AppConfig, Application};
 pub use auth::{AuthError, AuthUser, Authenticated, JwtCodec, PasswordHasher, Role, RoleGuard};
 pub use config::ServiceConfig;
 pub use context::{ClientKey, RequestContext};

@@ -6,6 +6,7 @@
 //! exit code, so adding a subcommand is one enum variant and one module.
 
 mod audit;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -24,17 +25,24 @@ enum Command {
     /// Replay stored history: an event's history, its state at a point, or a check that
     /// the read models match the history.
     Audit(audit::Args),
+    /// Start the whole system (GraphQL API, projections, notifier) and serve until
+    /// Ctrl-C or SIGTERM.
+    Serve(Box<serve::Args>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // `serve` sets up its own logging (text or JSON, from its configuration).
+    let own_logging = matches!(cli.command, Command::Serve(_));
+    if !own_logging {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -48,6 +56,7 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         match cli.command {
             Command::Audit(args) => audit::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
         }
     })
 }

@@ -1,0 +1,496 @@
+//! The whole system in one process: [`Application::build`] opens the event store, starts
+//! the command side, the read side and (by default) the notifier, builds the GraphQL
+//! schema over them and binds the HTTP listener; [`Application::run_until_stopped`]
+//! serves until a shutdown signal and then stops everything in order.
+
+use std::{
+    future::Future,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use axum::{
+    Json,
+    http::{HeaderMap, StatusCode},
+    response::IntoResponse,
+};
+use bytes::Bytes;
+use clap::{Args, ValueEnum};
+use commands::{AccountService, CommandConfig, CommandService, OrderLocator, SystemClock};
+use domain::{EventId, OrderId};
+use notifier::{Notifier, NotifierConfig, NotifierHandle};
+use payments::{HttpSink, ReplayGuard, SimulatedProvider, SimulatorConfig};
+use projections::{ReadSide, ReadSideOptions};
+use secrecy::{ExposeSecret, SecretString};
+use signature::TicketCodeSigner;
+use store::EventStore;
+use tokio::net::TcpListener;
+
+use crate::{
+    auth::{JwtCodec, PasswordHasher},
+    config::ServiceConfig,
+    error::ApiError,
+    graphql::SchemaLimits,
+    http::{HttpOptions, HttpService},
+    rate_limit::RateLimits,
+    schema::{self, Services},
+};
+
+/// The ticket-code key used when none is configured. Public, so production refuses it.
+pub const DEV_TICKET_CODE_KEY: &str = "ticketing-development-ticket-code-key";
+
+/// The payment webhook secret used when none is configured (development only).
+pub const DEV_PAYMENT_WEBHOOK_SECRET: &str = "ticketing-development-webhook-secret";
+
+/// How old (or how far ahead) a payment webhook's signed timestamp may be, in seconds.
+pub const WEBHOOK_TOLERANCE_SECS: i64 = 300;
+
+/// File name of the notifier's database inside the data directory.
+pub const NOTIFIER_DB: &str = "notifier.sqlite3";
+
+/// Where the notifier runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NotifierMode {
+    /// In this process (the default).
+    InProcess,
+    /// Elsewhere (`ticketing notifier`), or not at all.
+    Off,
+}
+
+/// Everything `ticketing serve` is configured with: the service settings plus the
+/// domain's own.
+#[derive(Debug, Clone, Args)]
+pub struct AppConfig {
+    /// HTTP, auth, limits and logging.
+    #[command(flatten)]
+    pub service: ServiceConfig,
+
+    /// Key that signs ticket codes (HMAC). Required in production.
+    #[arg(long, env = "TICKETING_TICKET_CODE_KEY", hide_env_values = true, value_parser = parse_secret)]
+    pub ticket_code_key: Option<SecretString>,
+
+    /// Email of an administrator to create (or promote) at start, with `--admin-password`.
+    #[arg(long, env = "TICKETING_ADMIN_EMAIL", requires = "admin_password")]
+    pub admin_email: Option<String>,
+
+    /// Password of the administrator created at start.
+    #[arg(long, env = "TICKETING_ADMIN_PASSWORD", hide_env_values = true, value_parser = parse_secret, requires = "admin_email")]
+    pub admin_password: Option<SecretString>,
+
+    /// Where the notifier runs.
+    #[arg(long, env = "TICKETING_NOTIFIER", value_enum, default_value_t = NotifierMode::InProcess)]
+    pub notifier: NotifierMode,
+
+    /// How long a hold lasts unless paid, for example `10m`.
+    #[arg(long, env = "TICKETING_HOLD_TTL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub hold_ttl: Duration,
+}
+
+impl AppConfig {
+    /// The defaults around a data directory and address.
+    pub fn new(data_dir: impl Into<PathBuf>, addr: SocketAddr) -> Self {
+        Self {
+            service: ServiceConfig {
+                data_dir: data_dir.into(),
+                addr,
+                ..ServiceConfig::default()
+            },
+            ticket_code_key: None,
+            admin_email: None,
+            admin_password: None,
+            notifier: NotifierMode::InProcess,
+            hold_ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+fn parse_secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(value))
+}
+
+/// The event store the configuration names: KurrentDB when a URL is given, otherwise the
+/// embedded store in the data directory. `read_only` opens the embedded store beside a
+/// running server (for the notifier as its own process).
+pub fn open_store(config: &ServiceConfig, read_only: bool) -> anyhow::Result<Arc<dyn EventStore>> {
+    if let Some(url) = &config.kurrentdb_url {
+        let store =
+            store_kurrentdb::KurrentDbStore::connect(url).context("connecting to KurrentDB")?;
+        return Ok(Arc::new(store));
+    }
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    let options = store::sqlite::SqliteOptions::default();
+    let store = if read_only {
+        store::sqlite::SqliteStore::open_read_only(dir, options)
+    } else {
+        store::sqlite::SqliteStore::open(dir, options)
+    }
+    .with_context(|| format!("opening the event store in {}", dir.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// Finds an order's event on the read side, for payment webhooks of orders this process
+/// did not charge (for example after a restart).
+struct ReadSideLocator(Arc<ReadSide>);
+
+#[async_trait]
+impl OrderLocator for ReadSideLocator {
+    async fn event_of_order(&self, order: OrderId) -> Option<EventId> {
+        self.0.orders().order(order).map(|o| o.event_id)
+    }
+}
+
+/// The running system, bound to its listener and ready to serve.
+pub struct Application {
+    /// The bound listener (port 0 resolved).
+    listener: TcpListener,
+    /// Its address.
+    local_addr: SocketAddr,
+    /// The HTTP service over the schema.
+    http: HttpService,
+    /// What resolvers use; kept to shut the parts down in order.
+    services: Arc<Services>,
+    /// The in-process notifier, unless it runs elsewhere.
+    notifier: Option<NotifierHandle>,
+    /// How long shutdown waits for in-flight commands.
+    grace: Duration,
+}
+
+impl Application {
+    /// Opens the store, starts every part and binds the listener.
+    pub async fn build(config: AppConfig) -> anyhow::Result<Self> {
+        config.service.validate()?;
+        if config.service.production && config.ticket_code_key.is_none() {
+            anyhow::bail!(
+                "production mode needs a ticket-code key (--ticket-code-key or TICKETING_TICKET_CODE_KEY)"
+            );
+        }
+        let listener = TcpListener::bind(config.service.addr)
+            .await
+            .with_context(|| format!("binding {}", config.service.addr))?;
+        let local_addr = listener.local_addr()?;
+
+        let store = open_store(&config.service, false)?;
+        let clock = Arc::new(SystemClock);
+        let webhook_secret = config
+            .service
+            .payment_webhook_secret
+            .as_ref()
+            .map(|s| s.expose_secret().to_owned())
+            .unwrap_or_else(|| DEV_PAYMENT_WEBHOOK_SECRET.to_owned());
+        // The simulated provider reaches us as a real one would: signed POSTs to our own
+        // webhook route.
+        let sink = HttpSink::new(format!("http://{}/webhooks/payments", loopback(local_addr)))
+            .map_err(|e| anyhow::anyhow!("payment webhook sink: {e}"))?;
+        let payments = Arc::new(SimulatedProvider::new(
+            SimulatorConfig::new(webhook_secret.clone().into_bytes()),
+            Arc::new(sink),
+        ));
+        let commands = CommandService::start(
+            Arc::clone(&store),
+            clock.clone(),
+            payments,
+            CommandConfig {
+                hold_ttl: chrono::Duration::from_std(config.hold_ttl)
+                    .context("hold TTL out of range")?,
+                ..CommandConfig::default()
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the command side: {e}"))?;
+        let snapshot_dir = config
+            .service
+            .kurrentdb_url
+            .is_none()
+            .then(|| config.service.data_dir.clone());
+        let read_side = Arc::new(
+            ReadSide::start(
+                Arc::clone(&store),
+                ReadSideOptions {
+                    snapshot_dir,
+                    ..ReadSideOptions::default()
+                },
+            )
+            .context("starting the read side")?,
+        );
+        commands.set_order_locator(Arc::new(ReadSideLocator(Arc::clone(&read_side))));
+
+        let notifier = match config.notifier {
+            NotifierMode::InProcess => Some(
+                Notifier::start(
+                    NotifierConfig::new(config.service.data_dir.join(NOTIFIER_DB)),
+                    Arc::clone(&store),
+                )
+                .await
+                .context("starting the notifier")?,
+            ),
+            NotifierMode::Off => None,
+        };
+
+        let jwt = Arc::new(JwtCodec::from_config(&config.service));
+        let ticket_key = config
+            .ticket_code_key
+            .as_ref()
+            .map(|k| k.expose_secret().to_owned())
+            .unwrap_or_else(|| DEV_TICKET_CODE_KEY.to_owned());
+        let services = Arc::new(Services {
+            commands: commands.clone(),
+            accounts: AccountService::new(Arc::clone(&store), clock),
+            read_side: Arc::clone(&read_side),
+            notifications: notifier.as_ref().map(NotifierHandle::notifications),
+            jwt: Arc::clone(&jwt),
+            passwords: PasswordHasher::default(),
+            ticket_codes: TicketCodeSigner::new(ticket_key.as_bytes()),
+            read_your_writes_timeout: Duration::from_secs(10),
+        });
+
+        // Everything recorded before this start must be in the read models before an
+        // administrator is looked up by email, and before the service says it is ready.
+        read_side
+            .catch_up(Duration::from_secs(300))
+            .await
+            .context("catching the read side up with the store")?;
+        if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
+            ensure_admin(
+                &services.accounts,
+                &services.read_side,
+                &services.passwords,
+                email,
+                password,
+            )
+            .await
+            .with_context(|| format!("creating the administrator {email}"))?;
+        }
+        // Holds recorded before a restart must still expire on time.
+        let resumer = commands.clone();
+        tokio::spawn(async move {
+            match resumer.resume_all().await {
+                Ok(count) => tracing::info!(events = count, "inventory actors resumed"),
+                Err(error) => tracing::error!(%error, "resuming inventory actors failed"),
+            }
+        });
+
+        let schema = schema::build(
+            Arc::clone(&services),
+            SchemaLimits::from_config(&config.service),
+        );
+        let http = HttpService::builder(
+            schema,
+            jwt,
+            Arc::new(RateLimits::from_config(&config.service)),
+            HttpOptions::from_config(&config.service),
+        )
+        .payment_webhook(webhook_handler(commands, webhook_secret))
+        .build()?;
+        http.readiness().set_ready(true);
+
+        Ok(Self {
+            listener,
+            local_addr,
+            http,
+            services,
+            notifier,
+            grace: config.service.shutdown_grace,
+        })
+    }
+
+    /// The port the service listens on.
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    /// The address the service listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` completes, then stops in order: HTTP (in-flight requests
+    /// finish, subscribers are closed), the inventory actors (in-flight commands finish),
+    /// the notifier, and the read side (writing its final snapshots).
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let served = self.http.serve(self.listener, shutdown).await;
+        self.services.commands.shutdown(self.grace).await;
+        if let Some(notifier) = self.notifier {
+            notifier.shutdown().await;
+        }
+        self.services.read_side.shutdown().await;
+        served.context("serving HTTP")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C received, shutting down"),
+        () = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
+
+/// The address to reach a listener bound to `addr` from this machine.
+fn loopback(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+/// `POST /webhooks/payments`: verifies the provider's signature and timestamp over the
+/// raw body, drops a delivery already processed, and hands the event to the command side.
+fn webhook_handler(
+    commands: CommandService,
+    secret: String,
+) -> impl Fn(
+    HeaderMap,
+    Bytes,
+) -> std::pin::Pin<Box<dyn Future<Output = axum::response::Response> + Send>>
++ Clone
++ Send
++ Sync
++ 'static {
+    let secret = Arc::new(secret);
+    let replays = Arc::new(ReplayGuard::new(100_000));
+    move |headers: HeaderMap, body: Bytes| {
+        let commands = commands.clone();
+        let secret = Arc::clone(&secret);
+        let replays = Arc::clone(&replays);
+        Box::pin(async move {
+            let header = headers
+                .get(signature::SIGNATURE_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let now = chrono::Utc::now().timestamp();
+            let event = match payments::parse_webhook(
+                &[secret.as_bytes()],
+                header,
+                &body,
+                now,
+                WEBHOOK_TOLERANCE_SECS,
+            ) {
+                Ok(event) => event,
+                Err(error) => {
+                    tracing::warn!(code = error.code(), %error, "payment webhook refused");
+                    return ApiError::domain(error.code(), error.to_string()).into_response();
+                }
+            };
+            if !replays.first_time(&event.id) {
+                return (
+                    StatusCode::OK,
+                    Json(serde_json::json!({"status": "duplicate"})),
+                )
+                    .into_response();
+            }
+            match commands.handle_payment_webhook(&event).await {
+                Ok(_) => (
+                    StatusCode::OK,
+                    Json(serde_json::json!({"status": "processed"})),
+                )
+                    .into_response(),
+                Err(error) => {
+                    // Let the provider's retry be processed.
+                    replays.forget(&event.id);
+                    schema::command_error(error).into_response()
+                }
+            }
+        })
+    }
+}
+
+/// The data directory's notifier database path.
+pub fn notifier_db(data_dir: &Path) -> PathBuf {
+    data_dir.join(NOTIFIER_DB)
+}
+
+/// Makes `email` an administrator: registers the account (with `password`) when no
+/// account has that email, or grants the role to the existing one. Safe to run at every
+/// start.
+pub async fn ensure_admin(
+    accounts: &AccountService,
+    read_side: &ReadSide,
+    passwords: &PasswordHasher,
+    email: &str,
+    password: &SecretString,
+) -> anyhow::Result<domain::UserId> {
+    use domain::{account::AccountCommand, account::AccountOutcome, aggregate::Actor};
+    let admin = domain::aggregate::Role::Admin;
+    let fail = |e: ApiError| anyhow::anyhow!("{}: {e}", e.code());
+    if let Some(account) = read_side.accounts().by_email(email) {
+        if !account.roles.contains(&admin) {
+            let request =
+                commands::RequestContext::new(Actor::System, uuid::Uuid::new_v4().to_string());
+            let receipt = accounts
+                .execute(
+                    &request,
+                    account.user_id,
+                    AccountCommand::GrantRole { role: admin },
+                )
+                .await
+                .map_err(|e| fail(schema::command_error(e)))?;
+            wait(read_side, receipt.position).await?;
+        }
+        return Ok(account.user_id);
+    }
+    let password_hash = passwords.hash(password).await.map_err(fail)?;
+    let request = commands::RequestContext::new(
+        Actor::System,
+        format!("bootstrap-admin:{}", email.trim().to_lowercase()),
+    );
+    let receipt = accounts
+        .register(
+            &request,
+            commands::Registration {
+                email: email.to_owned(),
+                display_name: "Administrator".to_owned(),
+                password_hash,
+                roles: vec![admin],
+            },
+        )
+        .await
+        .map_err(|e| fail(schema::command_error(e)))?;
+    wait(read_side, receipt.position).await?;
+    match receipt.outcome {
+        AccountOutcome::Registered { user_id, .. } => Ok(user_id),
+        other => anyhow::bail!("registration answered {other:?}"),
+    }
+}
+
+async fn wait(read_side: &ReadSide, position: store::Position) -> anyhow::Result<()> {
+    read_side
+        .wait_for(position, Duration::from_secs(30))
+        .await
+        .map_err(|e| anyhow::anyhow!("the read side did not show the change: {e}"))
+}

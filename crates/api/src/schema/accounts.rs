@@ -1,0 +1,210 @@
+//! Accounts: registration, log-in, profile and roles.
+
+use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use commands::Registration;
+use domain::{UserId, account::AccountCommand, account::AccountOutcome, aggregate::Actor};
+use secrecy::SecretString;
+
+use super::{
+    actor_of, caller, command_context, command_error, domain_role, parse_id, read_your_writes,
+    services, types::User,
+};
+use crate::{
+    auth::{Role, RoleGuard},
+    error::ApiError,
+    rate_limit::{RateLimitedAction, RateLimits},
+};
+
+/// Queries about the caller.
+#[derive(Default)]
+pub struct AccountQuery;
+
+#[Object]
+impl AccountQuery {
+    /// The signed-in user.
+    async fn me(&self, ctx: &Context<'_>) -> Result<User, ApiError> {
+        let user = caller(ctx)?;
+        services(ctx)?
+            .read_side
+            .accounts()
+            .by_id(UserId(user.user_id))
+            .map(User::from)
+            .ok_or_else(|| ApiError::NotFound("your account no longer exists".into()))
+    }
+}
+
+/// What registering asks for.
+#[derive(InputObject)]
+pub struct RegisterInput {
+    /// Email, unique over all accounts.
+    pub email: String,
+    /// At least 8 characters.
+    pub password: String,
+    /// The name shown to others.
+    pub display_name: String,
+}
+
+/// A signed-in session.
+#[derive(SimpleObject)]
+pub struct AuthPayload {
+    /// Send as `Authorization: Bearer <token>`.
+    pub token: String,
+    /// When the token stops working.
+    pub expires_at: DateTime<Utc>,
+    /// Who signed in.
+    pub user: User,
+}
+
+/// Profile changes; absent fields keep their value.
+#[derive(InputObject)]
+pub struct UpdateProfileInput {
+    /// A new display name.
+    pub display_name: Option<String>,
+    /// A new password (at least 8 characters).
+    pub password: Option<String>,
+}
+
+/// Mutations of accounts.
+#[derive(Default)]
+pub struct AccountMutation;
+
+#[Object]
+impl AccountMutation {
+    /// Opens a customer account. Organizer and operator roles are granted by an admin.
+    async fn register(&self, ctx: &Context<'_>, input: RegisterInput) -> Result<User, ApiError> {
+        let services = services(ctx)?;
+        let password_hash = services
+            .passwords
+            .hash(&SecretString::from(input.password))
+            .await?;
+        let request = command_context(ctx, Actor::Anonymous, None);
+        let receipt = services
+            .accounts
+            .register(
+                &request,
+                Registration {
+                    email: input.email,
+                    display_name: input.display_name,
+                    password_hash,
+                    roles: Vec::new(),
+                },
+            )
+            .await
+            .map_err(command_error)?;
+        let AccountOutcome::Registered { user_id, .. } = receipt.outcome else {
+            return Err(ApiError::internal(anyhow::anyhow!(
+                "registration answered {:?}",
+                receipt.outcome
+            )));
+        };
+        read_your_writes(services, receipt.position).await?;
+        account(services, user_id)
+    }
+
+    /// Signs in with email and password; returns a JWT.
+    async fn login(
+        &self,
+        ctx: &Context<'_>,
+        email: String,
+        password: String,
+    ) -> Result<AuthPayload, ApiError> {
+        RateLimits::check_ctx(ctx, RateLimitedAction::Login)?;
+        let services = services(ctx)?;
+        let account = services.read_side.accounts().by_email(&email);
+        let password = SecretString::from(password);
+        let matches = services
+            .passwords
+            .verify(
+                &password,
+                account.as_ref().map(|a| a.password_hash.as_str()),
+            )
+            .await?;
+        let Some(account) = account.filter(|_| matches) else {
+            return Err(ApiError::domain(
+                "UNAUTHENTICATED",
+                "wrong email or password",
+            ));
+        };
+        let roles: Vec<Role> = account.roles.iter().copied().map(super::api_role).collect();
+        let issued = services.jwt.issue(account.user_id.as_uuid(), &roles)?;
+        Ok(AuthPayload {
+            token: issued.token,
+            expires_at: issued.expires_at,
+            user: account.into(),
+        })
+    }
+
+    /// Changes the caller's display name or password.
+    async fn update_profile(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateProfileInput,
+    ) -> Result<User, ApiError> {
+        let user = caller(ctx)?;
+        let services = services(ctx)?;
+        let password_hash = match input.password {
+            Some(password) => Some(
+                services
+                    .passwords
+                    .hash(&SecretString::from(password))
+                    .await?,
+            ),
+            None => None,
+        };
+        let request = command_context(ctx, actor_of(user), None);
+        let receipt = services
+            .accounts
+            .execute(
+                &request,
+                UserId(user.user_id),
+                AccountCommand::UpdateProfile {
+                    display_name: input.display_name,
+                    password_hash,
+                },
+            )
+            .await
+            .map_err(command_error)?;
+        read_your_writes(services, receipt.position).await?;
+        account(services, UserId(user.user_id))
+    }
+
+    /// Gives a user a role (admins only). The user's next log-in carries it.
+    #[graphql(guard = "RoleGuard::new(Role::Admin)")]
+    async fn grant_role(
+        &self,
+        ctx: &Context<'_>,
+        user_id: ID,
+        role: Role,
+    ) -> Result<User, ApiError> {
+        let admin = caller(ctx)?;
+        let services = services(ctx)?;
+        let target: UserId = parse_id("userId", &user_id)?;
+        if services.read_side.accounts().by_id(target).is_none() {
+            return Err(ApiError::NotFound(format!("no user {target}")));
+        }
+        let request = command_context(ctx, actor_of(admin), None);
+        let receipt = services
+            .accounts
+            .execute(
+                &request,
+                target,
+                AccountCommand::GrantRole {
+                    role: domain_role(role),
+                },
+            )
+            .await
+            .map_err(command_error)?;
+        read_your_writes(services, receipt.position).await?;
+        account(services, target)
+    }
+}
+
+fn account(services: &super::Services, user_id: UserId) -> Result<User, ApiError> {
+    services
+        .read_side
+        .accounts()
+        .by_id(user_id)
+        .map(User::from)
+        .ok_or_else(|| ApiError::NotFound(format!("no user {user_id}")))
+}

@@ -1,0 +1,91 @@
+//! Live subscriptions: seat counts and order status.
+
+use async_graphql::{Context, ID, Subscription};
+use domain::{EventId, OrderId};
+use futures::{Stream, StreamExt, stream};
+use tokio_stream::wrappers::WatchStream;
+
+use super::{
+    caller,
+    catalogue::visible_event,
+    maybe_caller,
+    orders::readable_order,
+    parse_id, services,
+    types::{Availability, Order},
+};
+use crate::error::ApiError;
+
+/// Live subscriptions.
+#[derive(Default)]
+pub struct LiveSubscription;
+
+#[Subscription]
+impl LiveSubscription {
+    /// An event's availability at once, then after every change. Under a burst of sales a
+    /// subscriber gets the latest counts, never a backlog: values in between are skipped.
+    async fn seat_availability(
+        &self,
+        ctx: &Context<'_>,
+        event_id: ID,
+    ) -> Result<impl Stream<Item = Availability> + use<>, ApiError> {
+        let services = services(ctx)?;
+        let event_id: EventId = parse_id("eventId", &event_id)?;
+        visible_event(services, maybe_caller(ctx), event_id)?;
+        let feed = services
+            .read_side
+            .catalogue()
+            .watch_availability(event_id)
+            .ok_or_else(|| ApiError::NotFound(format!("no event {event_id}")))?;
+        Ok(WatchStream::new(feed).map(Availability))
+    }
+
+    /// An order's status at once, then whenever it changes (its buyer, or the event's
+    /// organizer or an admin). Ends when the order is closed for good.
+    async fn order_status(
+        &self,
+        ctx: &Context<'_>,
+        order_id: ID,
+    ) -> Result<impl Stream<Item = Order> + use<>, ApiError> {
+        let user = caller(ctx)?;
+        let services = services(ctx)?.clone();
+        let order_id: OrderId = parse_id("orderId", &order_id)?;
+        let order = readable_order(&services, user, order_id)?;
+        // Every change of an order's status changes its event's counts, so the event's
+        // availability feed is the order's change signal.
+        let feed = services
+            .read_side
+            .catalogue()
+            .watch_availability(order.event_id)
+            .ok_or_else(|| ApiError::NotFound(format!("no event {}", order.event_id)))?;
+        let changes = WatchStream::new(feed);
+        let updates = stream::unfold(
+            (changes, None, false),
+            move |(mut changes, mut last, mut done)| {
+                let services = services.clone();
+                async move {
+                    loop {
+                        if done {
+                            return None;
+                        }
+                        changes.next().await?;
+                        let Some(order) = services.read_side.orders().order(order_id) else {
+                            continue;
+                        };
+                        if last == Some(order.status) {
+                            continue;
+                        }
+                        last = Some(order.status);
+                        // Paid stays open (it can still be cancelled); the rest are final.
+                        done = !matches!(
+                            order.status,
+                            domain::inventory::OrderStatus::Held
+                                | domain::inventory::OrderStatus::Paid
+                        );
+                        return Some((Order::from(order), (changes, last, done)));
+                    }
+                }
+            },
+        );
+        Ok(updates)
+    }
+}
