@@ -322,8 +322,9 @@ async fn reminders_survive_a_restart_and_skip_cancelled_events_and_orders() {
 
     let users = register_users(store.as_ref(), 3, 0).await;
     // Every event starts an hour and a few seconds from now: reminders fall due in seconds.
-    let starts =
-        Utc::now() + chrono::Duration::from_std(lead).expect("lead") + chrono::Duration::seconds(6);
+    let starts = Utc::now()
+        + chrono::Duration::from_std(lead).expect("lead")
+        + chrono::Duration::seconds(10);
     let kept = create_event(store.as_ref(), starts).await;
     let cancelled_event = create_event(store.as_ref(), starts).await;
     let kept_orders = confirm_orders(store.as_ref(), kept, &users[..2]).await;
