@@ -2,6 +2,9 @@
 //! 100 vs 10,000 live holds. A hold must cost in proportion to the request, so the four
 //! sizes should measure about the same.
 //!
+//! `full_scan` is a control: the invariant audit walks the whole state, so its figures
+//! grow with the sizes, as a per-command scan would.
+//!
 //! Each measured iteration decides and folds one hold (a seat hold of two named seats, or a
 //! general hold of two tickets); the hold is then released outside the measured time so
 //! that the next iteration finds the same amount of free stock.
@@ -231,5 +234,23 @@ fn extra_general_holds(state: &mut Inventory, count: usize) {
     }
 }
 
-criterion_group!(benches, holds);
+/// A control that is proportional to the state: the full invariant scan. It shows what a
+/// per-command scan of the seat map would cost at each size, so the flat hold figures
+/// above mean something.
+fn full_scan(c: &mut Criterion) {
+    let mut group = c.benchmark_group("full_scan");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(4));
+    for (seats, live) in [(1_000, 100), (100_000, 10_000)] {
+        let state = inventory(seats, live);
+        let label = format!("{seats}_seats/{live}_holds");
+        group.bench_function(BenchmarkId::new("check_invariants", &label), |b| {
+            b.iter(|| black_box(state.check_invariants()))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, holds, full_scan);
 criterion_main!(benches);
