@@ -368,6 +368,16 @@ impl ReadSide {
     }
 }
 
+impl Drop for ReadSide {
+    /// Tells every projection task to stop (each still writes its final snapshot); call
+    /// [`ReadSide::shutdown`] to wait for that.
+    fn drop(&mut self) {
+        for running in self.running.lock().values() {
+            running.stop.send_replace(true);
+        }
+    }
+}
+
 /// Why [`ReadSide::catch_up`] failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CatchUpError {
