@@ -632,6 +632,10 @@ impl InventoryState {
 
     /// Arms the timer for the earliest expiry if none is armed for it or earlier.
     fn arm_timer(&mut self, myself: &ActorRef<InventoryMsg>) {
+        if self.reloading {
+            // Expiries wait for the reload; `reloaded` arms the timer again.
+            return;
+        }
         let Some(&(earliest, _)) = self.expiries.first() else {
             return;
         };

@@ -617,29 +617,37 @@ impl CommandService {
         }
     }
 
-    /// Answers a question from an event's current state (decided events included).
+    /// Answers a question from an event's current state (decided events included). If the
+    /// actor stops before answering (idle, or a restart), a fresh one is asked.
     pub async fn read<T: Send + 'static>(
         &self,
         event_id: EventId,
-        f: impl FnOnce(&Inventory) -> T + Send + 'static,
+        f: impl Fn(&Inventory) -> T + Send + Sync + 'static,
     ) -> Result<T, CommandError> {
-        let actor = self.inner.registry.actor_for(event_id, false).await?;
-        let (tx, rx) = oneshot::channel();
-        let msg = InventoryMsg::Read(Box::new(move |inv| {
-            let _ = tx.send(f(inv));
-        }));
-        actor
-            .send_message(msg)
-            .map_err(|_| CommandError::Unavailable("the event's actor stopped".into()))?;
-        match tokio::time::timeout(self.inner.config.call_timeout, rx).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(_)) => Err(CommandError::Unavailable(
-                "the event's actor stopped before answering".into(),
-            )),
-            Err(_) => Err(CommandError::Unavailable(
-                "the event's actor did not answer in time".into(),
-            )),
+        let f = Arc::new(f);
+        for _ in 0..self.inner.config.max_send_attempts.max(1) {
+            let actor = self.inner.registry.actor_for(event_id, false).await?;
+            let (tx, rx) = oneshot::channel();
+            let question = f.clone();
+            let msg = InventoryMsg::Read(Box::new(move |inv| {
+                let _ = tx.send(question(inv));
+            }));
+            if actor.send_message(msg).is_err() {
+                continue;
+            }
+            match tokio::time::timeout(self.inner.config.call_timeout, rx).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(_)) => continue,
+                Err(_) => {
+                    return Err(CommandError::Unavailable(
+                        "the event's actor did not answer in time".into(),
+                    ));
+                }
+            }
         }
+        Err(CommandError::Unavailable(
+            "the event's actor stopped before answering".into(),
+        ))
     }
 
     /// Confirms an order with a successful charge; refunds the charge when the order can

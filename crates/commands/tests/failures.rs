@@ -483,3 +483,34 @@ async fn idle_actors_stop_unless_they_have_live_holds() {
         .expect_err("already published");
     assert_eq!(publish_again.code(), "INVALID_STATE");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_racing_an_idle_stop_are_answered_by_a_fresh_actor() {
+    let mut cfg = config();
+    cfg.actor.idle_timeout = Duration::from_millis(5);
+    let h = harness_with(cfg).await;
+    let (event, tier) = h.published_event(1000, None).await;
+    // The actor keeps stopping between and during these calls; none may fail for it.
+    for n in 0..60u128 {
+        let c = ctx(&buyer(n));
+        let held = h
+            .service
+            .hold(&c, event, tier, Selection::Quantity { quantity: 1 })
+            .await
+            .expect("hold");
+        let InventoryOutcome::Held { order_id, .. } = held.outcome else {
+            panic!("not held")
+        };
+        h.service
+            .release_hold(&ctx(&buyer(n)), event, order_id)
+            .await
+            .expect("release");
+        h.service
+            .read(event, move |inv| inv.order(order_id).map(|o| o.status))
+            .await
+            .expect("read");
+        tokio::time::sleep(Duration::from_millis(n as u64 % 12)).await;
+    }
+    let replayed = h.replay(event).await;
+    assert_eq!(replayed.tier(tier).expect("tier").available, 1000);
+}
