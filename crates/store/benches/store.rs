@@ -36,6 +36,9 @@ fn bench_dir() -> PathBuf {
         .map_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")), PathBuf::from)
 }
 
+// Stream names are realistic (`inventory-<uuid>`): the per-stream index's size, and so the
+// pages each commit dirties, depend on them.
+
 /// A typical domain event: ~200 bytes of JSON with full metadata.
 fn event(n: u64) -> NewEvent {
     let data = format!(
@@ -77,10 +80,10 @@ async fn appenders(concurrency: usize, run: Duration) {
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for w in 0..concurrency {
+    for _ in 0..concurrency {
         let (store, stop) = (store.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
-            let stream = StreamName::new(format!("inventory-{w}")).expect("name");
+            let stream = StreamName::new(format!("inventory-{}", Uuid::now_v7())).expect("name");
             let mut hist = Histogram::<u64>::new(3).expect("histogram");
             let mut version: Option<u64> = None;
             let mut n = 0;
@@ -134,7 +137,7 @@ async fn hot_stream(window: usize, run: Duration) {
     use futures::stream::FuturesOrdered;
     let dir = tempfile::tempdir_in(bench_dir()).expect("bench dir");
     let store = SqliteStore::open(dir.path(), SqliteOptions::default()).expect("open");
-    let stream = StreamName::new("inventory-hot").expect("name");
+    let stream = StreamName::new(format!("inventory-{}", Uuid::now_v7())).expect("name");
     let mut in_flight = FuturesOrdered::new();
     let mut next_version = 0u64;
     let mut hist = Histogram::<u64>::new(3).expect("histogram");
@@ -178,7 +181,6 @@ async fn catch_up(events: u64) {
     let store = SqliteStore::open(dir.path(), SqliteOptions::default()).expect("open");
     let fill = Instant::now();
     let mut written = 0u64;
-    let mut stream_no = 0u64;
     while written < events {
         // Appends of 100 events to 40 streams at a time: realistic rows, quick to load.
         let mut batch = Vec::new();
@@ -187,8 +189,7 @@ async fn catch_up(events: u64) {
                 break;
             }
             let n = (events - written).min(100);
-            let s = StreamName::new(format!("inventory-{stream_no}")).expect("name");
-            stream_no += 1;
+            let s = StreamName::new(format!("inventory-{}", Uuid::now_v7())).expect("name");
             let evs: Vec<NewEvent> = (0..n).map(|i| event(written + i)).collect();
             written += n;
             let store = store.clone();

@@ -80,19 +80,6 @@ impl StreamName {
         Ok(Self(name))
     }
 
-    /// Wraps a name read back from a backend that only ever stored validated names.
-    ///
-    /// Decoding a page of a million events must not re-validate each name; backends use
-    /// this only for names that went through [`StreamName::new`] when they were written.
-    #[doc(hidden)]
-    pub fn from_trusted(name: String) -> Self {
-        debug_assert!(
-            Self::new(name.clone()).is_ok(),
-            "untrusted stream name {name:?}"
-        );
-        Self(name)
-    }
-
     /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0
