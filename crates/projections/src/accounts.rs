@@ -29,14 +29,18 @@ pub struct AccountView {
 /// The accounts read model.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct AccountsModel {
+    /// Every registered account.
     accounts: HashMap<UserId, StoredAccount>,
+    /// Normalised email -> account, for log-in.
     by_email: HashMap<Email, UserId>,
 }
 
 /// The view plus the hash, which the view's serialisation leaves out.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct StoredAccount {
+    /// The account as queries return it.
     view: AccountView,
+    /// Kept apart because the view's serialisation leaves it out.
     password_hash: String,
 }
 

@@ -169,14 +169,22 @@ pub struct EventFilter {
 /// Longest text filter accepted, in characters.
 pub const MAX_TEXT_FILTER_LEN: usize = 200;
 
+/// A tier with its live counts.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct TierEntry {
+    /// The tier's id.
     id: TierId,
+    /// Display name, shown in listings.
     name: String,
+    /// Price of one ticket for new orders.
     price: Money,
+    /// Tickets the tier sells in all (for a seated tier, its seats).
     capacity: u32,
+    /// Tickets of paid, not cancelled orders.
     sold: u32,
+    /// Tickets in live holds.
     held: u32,
+    /// Whether it sells named seats.
     seated: bool,
 }
 
@@ -197,19 +205,28 @@ impl TierEntry {
     }
 }
 
+/// One event as the catalogue keeps it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct EventEntry {
+    /// Who runs it (organizer listings, sales access).
     organizer: UserId,
+    /// What buyers see.
     details: EventDetails,
     /// Lower-cased name and venue, matched by the text filter.
     search: String,
+    /// Draft, published or cancelled (listing filter).
     status: EventStatus,
+    /// When tickets sell, if restricted.
     sales_window: Option<SalesWindow>,
+    /// Most tickets per buyer, if limited.
     per_user_limit: Option<u32>,
+    /// Tiers in the order they were added.
     tiers: Vec<TierEntry>,
+    /// Seat states, shared with the availability feeds.
     seats: SeatMap,
     /// Seat id -> index in `seats`.
     seat_index: HashMap<SeatId, u32>,
+    /// When the event was created, shown in listings.
     created_at: DateTime<Utc>,
     /// Position of the last event of this stream folded in.
     position: Position,
@@ -265,8 +282,11 @@ fn search_text(details: &EventDetails) -> String {
 /// What the catalogue remembers of an order: enough to undo its counts when it closes.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct OrderSlot {
+    /// The event whose counts it changes.
     event: EventId,
+    /// The tier whose counts it changes.
     tier: TierId,
+    /// Tickets it holds or bought.
     quantity: u32,
     /// Indexes of its seats in the event's seat map.
     seats: Vec<u32>,
@@ -274,6 +294,7 @@ struct OrderSlot {
     state: SlotState,
 }
 
+/// Where an order is, as far as stock is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum SlotState {
     Held,
@@ -284,9 +305,12 @@ enum SlotState {
 /// The catalogue read model.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CatalogueModel {
+    /// Every created event.
     events: HashMap<EventId, EventEntry>,
     /// Listing order: start time, then id (stable and unique).
     listing: BTreeSet<(DateTime<Utc>, EventId)>,
+    /// Every order, so that closing one can undo its counts (its closing event names
+    /// only the order).
     orders: HashMap<OrderId, OrderSlot>,
     /// Events changed in the current batch, whose availability is published at its end.
     #[serde(skip)]
@@ -296,6 +320,8 @@ pub struct CatalogueModel {
 /// Live availability feeds, one latest-value channel per event that someone watches.
 #[derive(Default)]
 pub struct AvailabilityFeeds {
+    /// The latest value of each watched event; entries without receivers are dropped at
+    /// the event's next change.
     senders: Mutex<HashMap<EventId, watch::Sender<Arc<Availability>>>>,
 }
 

@@ -69,6 +69,7 @@ pub struct TicketView {
 /// The orders read model.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct OrdersModel {
+    /// Every order with its tickets.
     orders: HashMap<OrderId, OrderView>,
     /// Each user's orders in the order they were placed.
     by_user: HashMap<UserId, Vec<OrderId>>,
@@ -261,6 +262,13 @@ impl OrdersModel {
         Some(ticket_view(order, ticket))
     }
 
+    /// The tickets among `ids` that exist, by id (for batch loaders).
+    pub fn tickets_by_ids(&self, ids: &[TicketId]) -> HashMap<TicketId, TicketView> {
+        ids.iter()
+            .filter_map(|id| self.ticket(*id).map(|t| (*id, t)))
+            .collect()
+    }
+
     /// Every order of one event (for audits), in no particular order.
     pub fn orders_of_event(&self, event: EventId) -> impl Iterator<Item = &OrderView> + '_ {
         self.orders.values().filter(move |o| o.event_id == event)
@@ -321,5 +329,10 @@ impl Orders {
     /// One ticket.
     pub fn ticket(&self, id: TicketId) -> Option<TicketView> {
         self.inner.read(|m| m.ticket(id))
+    }
+
+    /// The tickets among `ids` that exist, by id (for batch loaders).
+    pub fn tickets_by_ids(&self, ids: &[TicketId]) -> HashMap<TicketId, TicketView> {
+        self.inner.read(|m| m.tickets_by_ids(ids))
     }
 }

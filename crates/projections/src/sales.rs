@@ -59,11 +59,16 @@ pub struct EventSales {
     pub position: Position,
 }
 
+/// One event's figures.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct EventEntry {
+    /// Who may see the report.
     organizer: UserId,
+    /// Figures per tier, in the order tiers were added.
     tiers: Vec<TierSales>,
+    /// Figures per UTC day and tier.
     days: BTreeMap<NaiveDate, BTreeMap<TierId, SalesFigures>>,
+    /// Position of the last event that changed it.
     position: Position,
 }
 
@@ -84,6 +89,7 @@ impl EventEntry {
     }
 }
 
+/// Where an order is, as far as the figures are concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum Stage {
     Held,
@@ -91,18 +97,25 @@ enum Stage {
     Closed,
 }
 
+/// What the figures need to remember of an order, whose later events name only it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct OrderSlot {
+    /// Its event.
     event: EventId,
+    /// Its tier.
     tier: TierId,
+    /// Its tickets.
     quantity: u32,
+    /// Held, paid or closed.
     stage: Stage,
 }
 
 /// The sales read model.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SalesModel {
+    /// Figures of every created event.
     events: HashMap<EventId, EventEntry>,
+    /// Every order, to move its tickets between held, sold and cancelled.
     orders: HashMap<OrderId, OrderSlot>,
 }
 

@@ -540,6 +540,9 @@ async fn purchase_history_and_sales_per_tier_and_day() {
         side.orders().ticket(tickets[0].ticket_id).unwrap(),
         tickets[0]
     );
+    let ids: Vec<_> = tickets.iter().map(|t| t.ticket_id).collect();
+    assert_eq!(side.orders().tickets_by_ids(&ids).len(), 4);
+    assert_eq!(side.orders().orders_by_ids(&orders).len(), 5);
 
     let sales = side.sales().event_sales(e).unwrap();
     let ga = &sales.tiers[0].figures;
