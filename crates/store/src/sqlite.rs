@@ -139,6 +139,7 @@ pub struct WriterStats {
     pub reply_nanos: u64,
 }
 
+/// The live counters behind [`WriterStats`], written by the writer thread only.
 #[derive(Default)]
 struct Counters {
     commits: AtomicU64,
@@ -159,6 +160,7 @@ pub struct SqliteStore {
 struct Inner {
     /// The database file, for error messages and opening read connections.
     path: PathBuf,
+    /// Page size, poll interval and pool size used by reads and subscriptions.
     options: SqliteOptions,
     /// Idle read connections, reused across reads.
     readers: Mutex<Vec<Connection>>,
@@ -180,10 +182,12 @@ struct Writer {
     counters: Arc<Counters>,
 }
 
+/// One caller's append, queued for the writer.
 struct AppendRequest {
     stream: StreamName,
     expected: ExpectedVersion,
     events: Vec<NewEvent>,
+    /// Answered after the commit that holds (or refused) this append.
     reply: oneshot::Sender<Result<AppendResult, StoreError>>,
 }
 
@@ -525,6 +529,7 @@ impl EventStore for SqliteStore {
 
 /// State of one subscription between two items.
 struct SubscriptionState {
+    /// The store read from; keeps it open while the subscription lives.
     store: SqliteStore,
     /// Position of the last event yielded.
     last: Position,
@@ -532,10 +537,14 @@ struct SubscriptionState {
     buffer: std::vec::IntoIter<RecordedEvent>,
     /// The next page, read ahead while the consumer drains `buffer`.
     prefetch: Option<tokio::task::JoinHandle<Result<Vec<RecordedEvent>, StoreError>>>,
+    /// Whether `CaughtUp` was sent (it is sent once).
     caught_up: bool,
     /// Set after an error was yielded: the stream then ends.
     failed: bool,
+    /// The writer's head position, to sleep until a commit; `None` for a read-only store,
+    /// which polls instead.
     head: Option<watch::Receiver<Position>>,
+    /// Becomes true on shutdown, ending the subscription.
     closed: watch::Receiver<bool>,
 }
 
@@ -645,7 +654,9 @@ struct WriterState {
     last: u64,
     /// Publishes `last` to subscribers after each commit.
     head: watch::Sender<Position>,
+    /// Most appends per transaction ([`SqliteOptions::max_batch_appends`]).
     max_batch: usize,
+    /// Shared with [`SqliteStore::stats`].
     counters: Arc<Counters>,
     /// Hands the answers of a committed batch to the replier thread, so that waking
     /// hundreds of callers overlaps with the next batch's inserts and fsync.

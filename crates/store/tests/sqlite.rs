@@ -410,3 +410,28 @@ async fn a_subscription_never_sleeps_through_a_commit() {
     store.shutdown().await;
     consumer.await.expect("consumer");
 }
+
+#[tokio::test]
+async fn the_data_directory_is_created_and_holds_one_store_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("var").join("ticketing");
+    let file = data.join("events.db");
+    let store = open(&file).expect("open in a directory that does not exist yet");
+    store
+        .append(&name("s"), ExpectedVersion::NoStream, vec![event(0)])
+        .await
+        .expect("append");
+    assert_eq!(store.path(), file.as_path());
+    store.shutdown().await;
+    drop(store);
+    // After a clean shutdown the store is that one file (and the writer's lock file).
+    let mut names: Vec<String> = std::fs::read_dir(&data)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec!["events.db".to_string(), "events.db.lock".to_string()]
+    );
+}
