@@ -43,7 +43,6 @@ use store::{
     AppendResult, EventStore, ExpectedVersion, MAX_APPEND_BYTES, MAX_EVENT_BYTES,
     MAX_EVENTS_PER_APPEND, Metadata, NewEvent, Position, StoreError, StreamName,
 };
-use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::codec;
@@ -607,7 +606,7 @@ impl InventoryState {
                     idempotency_key,
                     actor: DomainActor::System,
                     now,
-                    correlation_id: Uuid::now_v7(),
+                    correlation_id: codec::new_event_id(),
                 },
                 InventoryCommand::ExpireHold { order_id },
             ));

@@ -78,7 +78,7 @@ impl RequestContext {
         Self {
             actor,
             idempotency_key: idempotency_key.into(),
-            correlation_id: Uuid::now_v7(),
+            correlation_id: codec::new_event_id(),
         }
     }
 }
@@ -476,7 +476,7 @@ impl CommandService {
             let ctx = RequestContext {
                 actor: owner,
                 idempotency_key: derived_key("webhook-release", &webhook.id),
-                correlation_id: Uuid::now_v7(),
+                correlation_id: codec::new_event_id(),
             };
             let position = self.release_after_payment(&ctx, event_id, &order).await?;
             Receipt {
@@ -673,7 +673,7 @@ impl CommandService {
             idempotency_key: IdempotencyKey::parse(&format!("confirm-{}", codec::new_event_id()))?,
             actor: Actor::System,
             now: self.inner.clock.now(),
-            correlation_id: Uuid::now_v7(),
+            correlation_id: codec::new_event_id(),
         };
         let order_id = order.order_id;
         let cmd = Command::new(meta, InventoryCommand::ConfirmPayment { order_id, payment });

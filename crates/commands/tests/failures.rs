@@ -514,3 +514,42 @@ async fn commands_racing_an_idle_stop_are_answered_by_a_fresh_actor() {
     let replayed = h.replay(event).await;
     assert_eq!(replayed.tier(tier).expect("tier").available, 1000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_commands_spawn_one_actor() {
+    let h = harness().await;
+    let (event, tier) = h.published_event(1000, None).await;
+    h.service.stop();
+    let fresh = service_on(&h, Arc::new(h.store.clone()), h.clock.clone()).await;
+    assert_eq!(fresh.registry().loaded(), 0);
+    let tasks: Vec<_> = (0..64u128)
+        .map(|n| {
+            let fresh = fresh.clone();
+            tokio::spawn(async move {
+                let actor = fresh
+                    .registry()
+                    .actor_for(event, false)
+                    .await
+                    .expect("actor");
+                fresh
+                    .hold(
+                        &ctx(&buyer(n)),
+                        event,
+                        tier,
+                        Selection::Quantity { quantity: 1 },
+                    )
+                    .await
+                    .expect("hold");
+                actor.get_id()
+            })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        ids.insert(t.await.expect("task"));
+    }
+    assert_eq!(ids.len(), 1, "one actor served every first command");
+    assert_eq!(fresh.registry().loaded(), 1);
+    let replayed = h.replay(event).await;
+    assert_eq!(replayed.tier(tier).expect("tier").held, 64);
+}
