@@ -32,8 +32,8 @@ pub fn decode(recorded: &RecordedEvent) -> Result<InventoryEvent, StoreError> {
 }
 
 /// A time-ordered (v7) id (events, tickets, requests) whose random bits come from the
-/// thread-local CSPRNG rather
-/// than a system call per id: a hot event writes tens of thousands of events a second.
+/// thread-local CSPRNG rather than a system call per id: a hot event writes tens of
+/// thousands of events a second.
 pub fn new_event_id() -> Uuid {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
