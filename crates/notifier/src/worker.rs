@@ -6,9 +6,11 @@
 //! its own rows; the planner and the other channels go on.
 
 use std::collections::HashSet;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
@@ -84,7 +86,15 @@ pub async fn run(
                         in_flight_ids.insert(delivery.id);
                         let channel = channel.clone();
                         in_flight.spawn(async move {
-                            let result = channel.deliver(&delivery).await;
+                            // A panicking channel is a bug; it counts as a failed try so
+                            // the row is retried (and eventually dead-lettered), never
+                            // stuck in flight.
+                            let result = AssertUnwindSafe(channel.deliver(&delivery))
+                                .catch_unwind()
+                                .await
+                                .unwrap_or_else(|_| {
+                                    Err(DeliveryError::Transient("channel panicked".into()))
+                                });
                             (delivery, result)
                         });
                     }
@@ -119,9 +129,9 @@ async fn record(
     let (delivery, result) = match joined {
         Ok(done) => done,
         Err(e) => {
-            // A panicking channel is a bug; its row stays pending and is retried (the id
-            // is lost with the task, so it stays excluded until the worker restarts).
-            tracing::error!(channel = %kind, error = %e, "delivery task failed");
+            // Only cancellation gets here (panics are caught in the task); the row stays
+            // pending for the next run.
+            tracing::error!(channel = %kind, error = %e, "delivery task ended abnormally");
             return;
         }
     };
@@ -208,6 +218,9 @@ mod tests {
             if d.recipient.starts_with("hang") {
                 futures::future::pending::<()>().await;
             }
+            if d.recipient.starts_with("panic") {
+                panic!("a bug in a channel");
+            }
             if d.recipient.starts_with("refuse") {
                 return Err(DeliveryError::Permanent("mailbox unknown".into()));
             }
@@ -274,7 +287,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = Db::open(&dir.path().join("n.db")).expect("open");
         let mut recipients: Vec<String> = (0..40).map(|i| format!("ok{i}")).collect();
-        recipients.extend(["flaky".to_string(), "hopeless".into(), "refuse".into()]);
+        recipients.extend([
+            "flaky".to_string(),
+            "hopeless".into(),
+            "refuse".into(),
+            "panic".into(),
+        ]);
         plan(&db, ChannelKind::Email, &recipients);
         let channel = Scripted::new(
             ChannelKind::Email,
@@ -302,6 +320,10 @@ mod tests {
         assert_eq!(attempts["flaky"], 4);
         assert_eq!(attempts["hopeless"], 5, "bounded by max_attempts");
         assert_eq!(attempts["refuse"], 1, "a permanent refusal is not retried");
+        assert_eq!(
+            attempts["panic"], 5,
+            "a panicking channel is retried like a failure"
+        );
         let dead = db
             .call(|conn| outbox::dead_letters(conn, 0, 10))
             .await
@@ -313,7 +335,11 @@ mod tests {
         dead.sort();
         assert_eq!(
             dead,
-            vec![("hopeless".to_string(), 5), ("refuse".to_string(), 1)]
+            vec![
+                ("hopeless".to_string(), 5),
+                ("panic".to_string(), 5),
+                ("refuse".to_string(), 1)
+            ]
         );
     }
 

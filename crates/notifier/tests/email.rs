@@ -217,3 +217,52 @@ async fn notifier_killed_mid_burst_resumes_without_loss_or_duplicate() {
     notifier.kill();
     drop(store);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_mid_burst_sends_nothing_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(open_store(dir.path()));
+    let sink = Sink::start(&dir.path().join("mail"));
+    let config = notifier_config(&dir.path().join("notifier.db"), sink.port);
+    let handle = Notifier::start(config.clone(), store.clone())
+        .await
+        .expect("start");
+
+    let n = 300;
+    let users = register_users(store.as_ref(), n, 0).await;
+    let event = create_event(
+        store.as_ref(),
+        chrono::Utc::now() + chrono::Duration::days(30),
+    )
+    .await;
+    let orders = confirm_orders(store.as_ref(), event, &users).await;
+    wait_for("the burst under way", Duration::from_secs(60), || {
+        sink.messages().len() >= n / 4
+    })
+    .await;
+    // A clean stop lets the deliveries in flight finish and records them.
+    handle.shutdown().await;
+    let at_stop = sink.messages().len();
+    assert!(
+        at_stop < n,
+        "the stop came too late to test anything ({at_stop} of {n} sent)"
+    );
+
+    let handle = Notifier::start(config, store.clone())
+        .await
+        .expect("restart");
+    wait_for(
+        "every confirmation after the restart",
+        Duration::from_secs(90),
+        || by_message_id(&sink.messages()).0.len() >= n,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let orders: Vec<_> = orders.into_iter().enumerate().collect();
+    let raw = assert_confirmations(&sink, &orders);
+    assert_eq!(
+        raw, n,
+        "no copy at all after a clean stop ({at_stop} sent before it)"
+    );
+    handle.shutdown().await;
+}
