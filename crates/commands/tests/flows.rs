@@ -453,3 +453,38 @@ async fn cancelling_the_event_refunds_every_paid_order() {
         .expect_err("cancelled");
     assert_eq!(err.code(), "EVENT_CANCELLED");
 }
+
+#[tokio::test]
+async fn a_late_decline_by_webhook_releases_the_hold() {
+    let mut h = harness().await;
+    let (event, tier) = h.published_event(3, None).await;
+    let receipt = h
+        .service
+        .purchase(
+            &ctx(&buyer(1)),
+            event,
+            tier,
+            Selection::Quantity { quantity: 3 },
+            test_tokens::WEBHOOK_DECLINE,
+        )
+        .await
+        .expect("purchase");
+    let PayOutcome::Pending { order_id, .. } = receipt.outcome else {
+        panic!("not pending: {:?}", receipt.outcome)
+    };
+    let delivery = h.webhooks.recv().await.expect("webhook");
+    let parsed: payments::WebhookEvent =
+        serde_json::from_slice(&delivery.body).expect("webhook json");
+    let done = h
+        .service
+        .handle_payment_webhook(&parsed)
+        .await
+        .expect("handled");
+    assert!(matches!(done.outcome, PayOutcome::Declined { order_id: o, .. } if o == order_id));
+    let replayed = h.replay(event).await;
+    assert_eq!(
+        replayed.order(order_id).expect("order").status,
+        OrderStatus::Released
+    );
+    assert_eq!(replayed.tier(tier).expect("tier").available, 3);
+}
