@@ -241,6 +241,7 @@ impl Application {
         let services = Arc::new(Services {
             commands: commands.clone(),
             accounts: AccountService::new(Arc::clone(&store), clock),
+            store: Arc::clone(&store),
             read_side: Arc::clone(&read_side),
             notifications: notifier.as_ref().map(NotifierHandle::notifications),
             jwt: Arc::clone(&jwt),
@@ -322,6 +323,9 @@ impl Application {
             notifier.shutdown().await;
         }
         self.services.read_side.shutdown().await;
+        // Releases the embedded store's writer lock, so the data directory can be opened
+        // again at once (by a restart in the same process, or another process).
+        self.services.store.shutdown().await;
         served.context("serving HTTP")?;
         tracing::info!("stopped");
         Ok(())
@@ -415,12 +419,16 @@ fn webhook_handler(
                     .into_response();
             }
             match commands.handle_payment_webhook(&event).await {
-                Ok(_) => (
-                    StatusCode::OK,
-                    Json(serde_json::json!({"status": "processed"})),
-                )
-                    .into_response(),
+                Ok(receipt) => {
+                    tracing::info!(webhook = %event.id, outcome = ?receipt.outcome, "payment webhook processed");
+                    (
+                        StatusCode::OK,
+                        Json(serde_json::json!({"status": "processed"})),
+                    )
+                        .into_response()
+                }
                 Err(error) => {
+                    tracing::warn!(webhook = %event.id, code = error.code(), %error, "payment webhook failed");
                     // Let the provider's retry be processed.
                     replays.forget(&event.id);
                     schema::command_error(error).into_response()

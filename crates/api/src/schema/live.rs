@@ -67,7 +67,16 @@ impl LiveSubscription {
                         if done {
                             return None;
                         }
-                        changes.next().await?;
+                        let change = changes.next().await?;
+                        // Each projection runs on its own: the orders model may not have
+                        // applied the change the catalogue just published. Wait until it has.
+                        if let Err(error) = services
+                            .read_side
+                            .wait_for(change.position, services.read_your_writes_timeout)
+                            .await
+                        {
+                            tracing::warn!(%error, "orderStatus: the read side lags; reading it as it is");
+                        }
                         let Some(order) = services.read_side.orders().order(order_id) else {
                             continue;
                         };

@@ -6,6 +6,7 @@
 //! * [`accounts`]: register, log in, profile, roles, `me`.
 //! * [`catalogue`]: events with tiers, live availability and seats; organizer commands.
 //! * [`orders`]: holds, payments, purchases, cancellations, check-in, orders and tickets.
+//! * [`audit`]: audit trails and past states by replay; in-app notifications.
 //! * [`live`]: the `seatAvailability` and `orderStatus` subscriptions.
 //! * [`types`]: the object types the features share.
 //!
@@ -14,6 +15,7 @@
 //! side once it has applied the command's events (read-your-writes).
 
 pub mod accounts;
+pub mod audit;
 pub mod catalogue;
 pub mod live;
 pub mod orders;
@@ -45,6 +47,7 @@ pub struct Query(
     accounts::AccountQuery,
     catalogue::CatalogueQuery,
     orders::OrderQuery,
+    audit::AuditQuery,
 );
 
 /// Every mutation.
@@ -68,6 +71,8 @@ pub struct Services {
     pub commands: CommandService,
     /// Registration, profiles and roles.
     pub accounts: AccountService,
+    /// The event store, for audits by replay.
+    pub store: Arc<dyn store::EventStore>,
     /// Read models and read-your-writes waits.
     pub read_side: Arc<ReadSide>,
     /// In-app notifications; `None` when the notifier runs in another process.

@@ -397,8 +397,22 @@ async fn settled(
     order_id: OrderId,
 ) -> Result<Order, ApiError> {
     match outcome {
-        PayOutcome::Confirmed { .. } | PayOutcome::Pending { .. } | PayOutcome::Acknowledged => {
+        PayOutcome::Confirmed { .. } | PayOutcome::Acknowledged => {
             changed_order(services, position, order_id).await
+        }
+        PayOutcome::Pending { .. } => {
+            // A pending charge carries no position of its own (the hold's is not returned
+            // by a purchase): wait for everything stored so far, which includes the hold.
+            let head = services
+                .read_side
+                .catch_up(services.read_your_writes_timeout)
+                .await
+                .map_err(|error| {
+                    ApiError::Unavailable(format!(
+                        "the order was saved, but the read side has not shown it yet ({error}); query again shortly"
+                    ))
+                })?;
+            changed_order(services, head.max(position), order_id).await
         }
         PayOutcome::Declined { reason, .. } => {
             read_your_writes(services, position).await?;
