@@ -27,10 +27,14 @@ pub struct Report {
     pub latency: LatencySummary,
     /// Responses by outcome (`OK` or `extensions.code`).
     pub outcomes: BTreeMap<String, u64>,
+    /// The first message seen for each error code.
+    pub error_examples: BTreeMap<String, String>,
     /// The WebSocket subscribers.
     pub subscribers: SubscriberFigures,
     /// Peak resident memory of the server (VmHWM), when this tool started it.
     pub server_peak_rss_bytes: Option<u64>,
+    /// Resident memory of the server just before the sale (after set-up).
+    pub server_rss_before_sale_bytes: Option<u64>,
     /// What the crash scenario did.
     pub crash: Option<serde_json::Value>,
     /// The oversell and lost-purchase checks, per event.
@@ -107,6 +111,8 @@ pub struct EventCheck {
     pub store_held: Option<u64>,
     /// Acknowledged orders not paid in the store.
     pub lost_purchases: Option<u64>,
+    /// Orders paid in the store whose buyers were answered otherwise.
+    pub paid_not_acknowledged: Option<u64>,
     /// The checks this event failed.
     pub failures: Vec<String>,
 }
@@ -163,7 +169,15 @@ impl Report {
         );
         match self.server_peak_rss_bytes {
             Some(bytes) => {
-                let _ = writeln!(out, "server peak RSS   {:.1} MiB", bytes as f64 / 1048576.0);
+                let before = self.server_rss_before_sale_bytes.map_or_else(
+                    || "n/a".to_owned(),
+                    |b| format!("{:.1}", b as f64 / 1048576.0),
+                );
+                let _ = writeln!(
+                    out,
+                    "server peak RSS   {:.1} MiB (RSS before the sale {before} MiB)",
+                    bytes as f64 / 1048576.0
+                );
             }
             None => {
                 let _ = writeln!(out, "server peak RSS   unknown (not started by this tool)");

@@ -109,13 +109,16 @@ struct Ack {
 /// What one buyer did.
 #[derive(Default)]
 struct BuyerLog {
-    latencies: Latencies,
+    /// Raw samples: a histogram per buyer would cost more memory than the samples.
+    latencies: Vec<Duration>,
     outcomes: Outcomes,
     acks: Vec<Ack>,
     /// Requests whose outcome stayed unknown (retries under the same key never answered).
     unresolved: u64,
     /// Successful purchases of `hold-pay` holds that were abandoned on purpose.
     abandoned_tickets: u64,
+    /// The first message seen for each error code, to tell what an unexpected code meant.
+    examples: std::collections::BTreeMap<String, String>,
 }
 
 const PURCHASE: &str = "mutation($input: PurchaseTicketsInput!) { purchaseTickets(input: $input) { id quantity status } }";
@@ -221,6 +224,12 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         );
     }
 
+    // Memory before the sale, to tell the sale's share of the peak from the set-up's.
+    let rss_before_sale = server
+        .as_ref()
+        .and_then(ServerProcess::pid)
+        .and_then(crate::server::memory_of)
+        .map(|(rss, _)| rss);
     eprintln!("on sale: {} buyers go", config.buyers);
     let sales = Arc::new(sales);
     let sold_counter = Arc::new(AtomicU64::new(0));
@@ -279,13 +288,19 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     }
 
     let mut log = BuyerLog::default();
+    let mut latencies = Latencies::new();
     for buyer in buyers {
         let done = buyer.await.context("a buyer task panicked")?;
-        log.latencies.merge(&done.latencies);
+        for latency in &done.latencies {
+            latencies.record(*latency);
+        }
         merge_outcomes(&mut log.outcomes, &done.outcomes);
         log.acks.extend(done.acks);
         log.unresolved += done.unresolved;
         log.abandoned_tickets += done.abandoned_tickets;
+        for (code, message) in done.examples {
+            log.examples.entry(code).or_insert(message);
+        }
     }
     let sale_duration = sale_started.elapsed();
     eprintln!("sale over in {:.2}s; checking", sale_duration.as_secs_f64());
@@ -360,7 +375,14 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     for (code, count) in &log.outcomes {
         let bare = code.rsplit(' ').next().unwrap_or(code);
         if !allowed.contains(&bare) {
-            failures.push(format!("{count} responses with the unexpected code {code}"));
+            let example = log
+                .examples
+                .get(code)
+                .map(String::as_str)
+                .unwrap_or_default();
+            failures.push(format!(
+                "{count} responses with the unexpected code {code} (first: {example:?})"
+            ));
         }
     }
 
@@ -371,6 +393,10 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     let mut saw_final = 0;
     let mut errors = Vec::new();
     let mut updates = 0u64;
+    let mut acks_by_sale: Vec<Vec<(Instant, u64)>> = vec![Vec::new(); sales.len()];
+    for ack in &log.acks {
+        acks_by_sale[ack.sale].push((ack.at, ack.tickets));
+    }
     for (log_of, &watched) in subscriber_logs.iter().zip(&subscriber_sales) {
         updates += log_of.updates.len() as u64;
         if let Some(error) = &log_of.error {
@@ -378,13 +404,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         } else {
             connected += 1;
         }
-        let mut acks: Vec<(Instant, u64)> = log
-            .acks
-            .iter()
-            .filter(|a| a.sale == watched)
-            .map(|a| (a.at, a.tickets))
-            .collect();
-        missed += update_delays(&mut acks, log_of, &mut delays);
+        missed += update_delays(&mut acks_by_sale[watched], log_of, &mut delays);
         if log_of
             .updates
             .last()
@@ -430,7 +450,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         config: serde_json::to_value(&config)?,
         sale_seconds: seconds,
         purchases: PurchaseFigures {
-            requests: log.latencies.len(),
+            requests: latencies.len(),
             successful,
             tickets,
             purchases_per_second: successful as f64 / seconds,
@@ -438,8 +458,9 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
             abandoned_hold_tickets: log.abandoned_tickets,
             unresolved: log.unresolved,
         },
-        latency: log.latencies.summary(),
+        latency: latencies.summary(),
         outcomes: log.outcomes,
+        error_examples: log.examples,
         subscribers: SubscriberFigures {
             requested: config.subscribers,
             connected,
@@ -450,6 +471,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
             missed_acknowledgements: missed,
         },
         server_peak_rss_bytes: sampler.peak(),
+        server_rss_before_sale_bytes: rss_before_sale,
         crash: crash_report,
         events,
         failures,
@@ -639,7 +661,7 @@ impl Buyer {
                 .client
                 .call(query, variables.clone(), Some(&self.token))
                 .await;
-            self.log.latencies.record(sent.elapsed());
+            self.log.latencies.push(sent.elapsed());
             let code = match &result {
                 Ok(_) => "OK".to_owned(),
                 Err(e) => e.code.clone(),
@@ -649,6 +671,12 @@ impl Buyer {
                 .outcomes
                 .entry(format!("{label}{code}"))
                 .or_default() += 1;
+            if let Err(e) = &result {
+                self.log
+                    .examples
+                    .entry(format!("{label}{code}"))
+                    .or_insert_with(|| e.message.clone());
+            }
             match result {
                 Ok(data) => return Ok(data),
                 Err(e) if e.is_ambiguous() && Instant::now() < give_up => {
@@ -908,6 +936,7 @@ async fn check_event(
     let mut store_sold = None;
     let mut store_held = None;
     let mut lost = None;
+    let mut unacknowledged = None;
     if let (Some(binary), Some(data_dir)) = (binary, data_dir) {
         let state = store_state(binary, data_dir, &sale.event_id).await?;
         let state = &state["state"];
@@ -955,6 +984,20 @@ async fn check_event(
             ));
         }
         lost = Some(missing);
+        let acked_ids: HashSet<&str> = acked.iter().map(|a| a.order_id.as_str()).collect();
+        let paid_unacked: Vec<&str> = orders
+            .iter()
+            .filter(|(id, o)| o["status"] == "PAID" && !acked_ids.contains(*id))
+            .map(|(id, _)| *id)
+            .collect();
+        if !paid_unacked.is_empty() {
+            failures.push(format!(
+                "{} orders are paid in the store but their buyers were not told so (e.g. {})",
+                paid_unacked.len(),
+                paid_unacked[0]
+            ));
+        }
+        unacknowledged = Some(paid_unacked.len() as u64);
         if scenario == Scenario::Seated {
             let mut taken = HashSet::new();
             for order in orders.values().filter(|o| o["status"] == "PAID") {
@@ -984,6 +1027,7 @@ async fn check_event(
         store_sold,
         store_held,
         lost_purchases: lost,
+        paid_not_acknowledged: unacknowledged,
         failures,
     })
 }
