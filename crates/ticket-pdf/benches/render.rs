@@ -1,10 +1,11 @@
-//! Renders per second: one typical ticket, and one whose text all has to wrap and be
-//! transliterated. Criterion prints the rate as `thrpt: ... elem/s`.
+//! Renders per second: one typical ticket, one whose text all has to wrap and be
+//! transliterated, and the QR encoding alone for comparison. Criterion prints the rate as
+//! `thrpt: ... elem/s`.
 
 use chrono::{FixedOffset, TimeZone};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use signature::{TicketClaims, TicketCodeSigner};
-use ticket_pdf::{TicketDocument, render};
+use ticket_pdf::{QrMatrix, TicketDocument, render};
 use uuid::Uuid;
 
 fn ticket() -> TicketDocument {
@@ -49,6 +50,10 @@ fn bench(c: &mut Criterion) {
     };
     group.bench_function("long_non_latin_text", |b| {
         b.iter(|| render(std::hint::black_box(&heavy)).expect("renders"))
+    });
+    // The QR encoder's share of a render (it tries every mask pattern to pick the best).
+    group.bench_function("qr_matrix_only", |b| {
+        b.iter(|| QrMatrix::encode(std::hint::black_box(&typical.code)).expect("encodes"))
     });
     group.finish();
 }

@@ -230,7 +230,8 @@ fn when(ticket: &TicketDocument) -> Vec<WinAnsi> {
         at.format("UTC%:z").to_string()
     };
     let time = match &ticket.time_zone {
-        Some(zone) => format!("{} {} ({offset})", at.format("%H:%M"), zone.trim()),
+        // The offset before the zone name, so that a long name is what gets truncated.
+        Some(zone) => format!("{} {offset} ({})", at.format("%H:%M"), zone.trim()),
         None => format!("{} {offset}", at.format("%H:%M")),
     };
     vec![text::encode(&date), text::encode(&time)]

@@ -137,7 +137,7 @@ fn renders_one_page_that_shows_every_detail() {
         "Rust Nation Live: The Borrow Checker Tour",
         "Le Zénith, 211 avenue Jean Jaurès, 75019 Paris",
         "Saturday 14 March 2026",
-        "20:00 Europe/Paris (UTC+01:00)",
+        "20:00 UTC+01:00 (Europe/Paris)",
         "VIP",
         "A-12",
         "Ada Lovelace",
