@@ -309,6 +309,7 @@ impl CommandService {
             expires_at,
             total,
             tickets: Vec::new(),
+            refunds: Vec::new(),
         };
         self.pay_order(&pay_ctx, event_id, order, token).await
     }

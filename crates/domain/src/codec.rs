@@ -219,6 +219,7 @@ event_codec!(InventoryEvent {
     OrderConfirmed => "OrderConfirmed" v 1,
     PaymentRefundOwed => "PaymentRefundOwed" v 1,
     OrderCancelled => "OrderCancelled" v 1,
+    RefundIssued => "RefundIssued" v 1,
     TicketCheckedIn => "TicketCheckedIn" v 1,
     CommandAccepted => "InventoryCommandAccepted" v 1,
 });

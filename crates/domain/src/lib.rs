@@ -27,6 +27,11 @@
 //!   that arrives for a hold that is no longer live records a refund owed, never tickets.
 //!   `Purchase` holds and pays in one decision for a payment that already succeeded; if it
 //!   is refused, the caller must void or refund that payment.
+//! * Money owed back (a `PaymentRefundOwed`, or a paid order cancelled alone or with its
+//!   event) is owed once per order and payment, and stays owed until `RecordRefund` (by
+//!   [`Actor::System`] or an admin) records the provider's refund as `RefundIssued`. The same
+//!   refund id again changes nothing; no refund owed, another amount or a second refund id
+//!   are refused (`NO_REFUND_OWED`, `REFUND_MISMATCH`, `ALREADY_REFUNDED`).
 //! * [`inventory::Inventory::live_holds`] lists the holds whose expiry must be scheduled
 //!   after recovery.
 

@@ -76,6 +76,19 @@ pub enum Rejection {
         requested: u32,
         committed: u32,
     },
+    /// No refund is owed for this order and payment.
+    #[error("no refund is owed for order {order} and payment {payment_ref}")]
+    NoRefundOwed { order: String, payment_ref: String },
+    /// The refund's amount or currency differs from what is owed.
+    #[error("a refund of {given} does not match the {owed} owed for order {order}")]
+    RefundMismatch {
+        order: String,
+        owed: String,
+        given: String,
+    },
+    /// The refund owed was already paid back under another refund id.
+    #[error("the refund owed for order {order} was already made as refund {refund_id}")]
+    AlreadyRefunded { order: String, refund_id: String },
     /// The command does not apply to the current state of what it names (for example
     /// releasing an order that is already paid).
     #[error("{0}")]
@@ -101,6 +114,9 @@ impl Rejection {
             Self::AlreadyExists { .. } => "ALREADY_EXISTS",
             Self::EmailTaken { .. } => "EMAIL_TAKEN",
             Self::CapacityTooSmall { .. } => "CAPACITY_TOO_SMALL",
+            Self::NoRefundOwed { .. } => "NO_REFUND_OWED",
+            Self::RefundMismatch { .. } => "REFUND_MISMATCH",
+            Self::AlreadyRefunded { .. } => "ALREADY_REFUNDED",
             Self::InvalidState(_) => "INVALID_STATE",
         }
     }
@@ -122,6 +138,9 @@ impl Rejection {
         "ALREADY_EXISTS",
         "EMAIL_TAKEN",
         "CAPACITY_TOO_SMALL",
+        "NO_REFUND_OWED",
+        "REFUND_MISMATCH",
+        "ALREADY_REFUNDED",
         "INVALID_STATE",
     ];
 

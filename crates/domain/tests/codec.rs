@@ -71,6 +71,14 @@ fn every_inventory_event() -> Vec<InventoryEvent> {
             voided_tickets: vec![ticket(1)],
             at: t(2),
         }),
+        InventoryEvent::RefundIssued(RefundIssued {
+            order_id: order(1),
+            user_id: buyer(1),
+            payment_ref: "p".into(),
+            refund_id: "re_1".into(),
+            amount: eur(5),
+            at: t(3),
+        }),
         InventoryEvent::TicketCheckedIn(TicketCheckedIn {
             ticket_id: ticket(1),
             order_id: order(1),
@@ -102,7 +110,7 @@ fn every_event_round_trips_through_its_stored_form() {
             AnyEvent::Inventory(event.clone())
         );
     }
-    assert_eq!(names.len(), 19, "every inventory event type is covered");
+    assert_eq!(names.len(), 20, "every inventory event type is covered");
 
     let email = Email::parse("a@b.io").unwrap();
     let accounts = vec![

@@ -52,6 +52,11 @@ enum Op {
     CheckIn {
         ticket: u8,
     },
+    Refund {
+        order: u8,
+        exact: bool,
+        refund: u8,
+    },
     Resize {
         capacity: i64,
     },
@@ -90,6 +95,7 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (any::<u8>(), prop::bool::weighted(0.9)).prop_map(|(order, pay_exact)| Op::Confirm { order, pay_exact }),
         2 => (any::<u8>(), 0u8..7).prop_map(|(order, user)| Op::Cancel { order, user }),
         3 => any::<u8>().prop_map(|ticket| Op::CheckIn { ticket }),
+        3 => (any::<u8>(), prop::bool::weighted(0.8), 0u8..3).prop_map(|(order, exact, refund)| Op::Refund { order, exact, refund }),
         2 => (-1i64..25).prop_map(|capacity| Op::Resize { capacity }),
         1 => (0u8..3, 0u8..4).prop_map(|(row, count)| Op::AddSeats { row, count }),
         1 => prop::option::of(0i64..6).prop_map(|limit| Op::SetLimit { limit }),
@@ -219,6 +225,28 @@ impl Run {
                 let actor = self.order_actor(n, *user);
                 let c = InventoryCommand::CancelOrder { order_id: order(n) };
                 return Some(cmd(actor, &self.key(), now, c));
+            }
+            Op::Refund {
+                order: o,
+                exact,
+                refund,
+            } => {
+                // Refunds the payment `Confirm` made (`pay-<n>`), for the order's total or
+                // for the total of a payment of the wrong amount (which is owed back too).
+                let n = self.known_order(*o);
+                let total = self
+                    .state
+                    .order(order(n))
+                    .map(|v| v.total.amount_minor as i64)
+                    .unwrap_or(0);
+                let c = InventoryCommand::RecordRefund {
+                    order_id: order(n),
+                    payment_ref: format!("pay-{n}"),
+                    refund_id: format!("re-{n}-{refund}"),
+                    amount_minor: if *exact { total } else { total + 7 },
+                    currency: "EUR".into(),
+                };
+                return Some(cmd(Actor::System, &self.key(), now, c));
             }
             Op::CheckIn { ticket: pick } => {
                 let n = if self.next_ticket == 0 {
@@ -382,6 +410,17 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             prop_assert!(r.state.tiers().all(|t| t.sold == 0 && t.held == 0));
         }
     }
+    // A payment is paid back at most once.
+    let mut refunded = std::collections::HashSet::new();
+    for e in &r.history {
+        if let InventoryEvent::RefundIssued(i) = e {
+            prop_assert!(
+                refunded.insert((i.order_id, i.payment_ref.clone())),
+                "refunded twice: {:?}",
+                i
+            );
+        }
+    }
     let replayed = Inventory::replay(&r.history);
     prop_assert!(
         replayed == r.state,
@@ -418,6 +457,7 @@ fn a_busy_sale_keeps_every_invariant() {
         "HoldExpired",
         "OrderConfirmed",
         "PaymentRefundOwed",
+        "RefundIssued",
         "OrderCancelled",
         "TicketCheckedIn",
         "TierResized",
@@ -468,6 +508,34 @@ fn any_event() -> impl Strategy<Value = InventoryEvent> {
                 voided_tickets: vec![],
                 at: t(1),
             })),
+        (n.clone(), any::<bool>()).prop_map(|(o, paid)| InventoryEvent::OrderCancelled(
+            OrderCancelled {
+                order_id: order(o),
+                user_id: buyer(o),
+                refund: paid.then(|| eur(5000)),
+                reason: RefundReason::EventCancelled,
+                voided_tickets: vec![],
+                at: t(1),
+            }
+        )),
+        (n.clone(), 0u64..2).prop_map(|(o, a)| InventoryEvent::PaymentRefundOwed(
+            PaymentRefundOwed {
+                order_id: order(o),
+                user_id: buyer(o),
+                payment_ref: format!("pay-{o}"),
+                amount: eur(a * 5000),
+                reason: RefundReason::HoldExpired,
+                at: t(1),
+            }
+        )),
+        (n.clone(), 0u8..2).prop_map(|(o, r)| InventoryEvent::RefundIssued(RefundIssued {
+            order_id: order(o),
+            user_id: buyer(o),
+            payment_ref: format!("pay-{o}"),
+            refund_id: format!("re-{r}"),
+            amount: eur(5000),
+            at: t(1),
+        })),
         (0u128..30).prop_map(|k| InventoryEvent::TicketCheckedIn(TicketCheckedIn {
             ticket_id: ticket(k),
             order_id: order(0),

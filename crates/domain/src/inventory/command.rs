@@ -70,6 +70,19 @@ pub enum InventoryCommand {
     },
     /// Cancel an order, held or paid (a paid order is refunded and its tickets void).
     CancelOrder { order_id: OrderId },
+    /// The payment provider paid back a refund owed for this order and payment (run by the
+    /// platform or an admin once the provider confirms the refund).
+    RecordRefund {
+        order_id: OrderId,
+        /// The payment provider's reference of the payment that was refunded.
+        payment_ref: String,
+        /// The provider's id of the refund.
+        refund_id: String,
+        /// What was paid back, in minor units.
+        amount_minor: i64,
+        /// The refunded currency.
+        currency: String,
+    },
     /// Check a ticket in at the door, once.
     CheckIn { ticket_id: TicketId },
 }
@@ -95,6 +108,7 @@ impl InventoryCommand {
             Self::ExpireHold { .. } => "ExpireHold",
             Self::ConfirmPayment { .. } => "ConfirmPayment",
             Self::CancelOrder { .. } => "CancelOrder",
+            Self::RecordRefund { .. } => "RecordRefund",
             Self::CheckIn { .. } => "CheckIn",
         }
     }

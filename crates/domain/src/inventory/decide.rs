@@ -54,6 +54,8 @@ pub mod limits {
     pub const MAX_HOLD_SECONDS: i64 = 24 * 60 * 60;
     /// Longest payment reference, in characters.
     pub const MAX_PAYMENT_REF_LEN: usize = 200;
+    /// Longest refund id, in characters.
+    pub const MAX_REFUND_ID_LEN: usize = 200;
 }
 
 use limits::*;
@@ -137,6 +139,18 @@ impl Inventory {
                 order_id,
                 // Only a paid order has tickets, and only a paid order is refunded.
                 refund: order.filter(|o| o.first_ticket.is_some()).map(|o| o.total),
+            },
+            Some(RecordedKind::Refunded) => match self.owed_refunds.get(i) {
+                Some(r) => InventoryOutcome::Refunded {
+                    order_id: self
+                        .orders
+                        .get(r.order as usize)
+                        .map(|o| o.id)
+                        .unwrap_or(order_id),
+                    refund_id: r.refund_id.as_deref().unwrap_or_default().to_owned(),
+                    amount: r.amount,
+                },
+                None => InventoryOutcome::Accepted,
             },
             Some(RecordedKind::CheckedIn) => match self.tickets.get(i) {
                 Some(t) => InventoryOutcome::CheckedIn {
@@ -396,6 +410,20 @@ impl Inventory {
                     ))),
                 }
             }
+            C::RecordRefund {
+                order_id,
+                payment_ref,
+                refund_id,
+                amount_minor,
+                currency,
+            } => self.record_refund(
+                meta,
+                *order_id,
+                payment_ref,
+                refund_id,
+                *amount_minor,
+                currency,
+            ),
             C::CheckIn { ticket_id } => {
                 let door_staff = meta.actor.has_role(Role::Operator)
                     || meta.actor.is_admin()
@@ -850,6 +878,21 @@ impl Inventory {
         system_or_admin(meta, "confirm payments")?;
         let amount = payment_amount(payment)?;
         let payment_ref = payment_ref(payment)?;
+        let (pos, _) = self
+            .order_at(order_id)
+            .ok_or_else(|| Rejection::not_found("order", order_id))?;
+        if let Some((_, owed)) = self.owed_refund(pos, payment_hash(&payment_ref)) {
+            // This payment is already owed back (a repeated callback under a new key): the
+            // same refund, not a second one.
+            return Ok((
+                Vec::new(),
+                InventoryOutcome::RefundOwed {
+                    order_id,
+                    amount: owed.amount,
+                    reason: owed.reason,
+                },
+            ));
+        }
         let refund = |reason: RefundReason, mut events: Vec<InventoryEvent>| {
             events.push(InventoryEvent::PaymentRefundOwed(PaymentRefundOwed {
                 order_id,
@@ -921,6 +964,62 @@ impl Inventory {
                 Ok(refund(RefundReason::EventCancelled, Vec::new()))
             }
             OrderStatus::Cancelled => Ok(refund(RefundReason::OrderCancelled, Vec::new())),
+        }
+    }
+
+    fn record_refund(
+        &self,
+        meta: &CommandMeta,
+        order_id: OrderId,
+        payment_ref: &str,
+        refund_id: &str,
+        amount_minor: i64,
+        currency: &str,
+    ) -> Result<Decided, Rejection> {
+        let (pos, order) = self
+            .order_at(order_id)
+            .ok_or_else(|| Rejection::not_found("order", order_id))?;
+        system_or_admin(meta, "record refunds")?;
+        let payment_ref = text("paymentRef", payment_ref, MAX_PAYMENT_REF_LEN)?;
+        let refund_id = text("refundId", refund_id, MAX_REFUND_ID_LEN)?;
+        let amount = Money::price(amount_minor, currency)
+            .map_err(|e| Rejection::invalid("amount", e.to_string()))?;
+        let Some((_, owed)) = self.owed_refund(pos, payment_hash(&payment_ref)) else {
+            return Err(Rejection::NoRefundOwed {
+                order: order_id.to_string(),
+                payment_ref,
+            });
+        };
+        if amount != owed.amount {
+            return Err(Rejection::RefundMismatch {
+                order: order_id.to_string(),
+                owed: owed.amount.to_string(),
+                given: amount.to_string(),
+            });
+        }
+        let outcome = InventoryOutcome::Refunded {
+            order_id,
+            refund_id: refund_id.clone(),
+            amount,
+        };
+        match owed.refund_id.as_deref() {
+            // The same refund reported again: it is already recorded.
+            Some(done) if done == refund_id => Ok((Vec::new(), outcome)),
+            Some(done) => Err(Rejection::AlreadyRefunded {
+                order: order_id.to_string(),
+                refund_id: done.to_owned(),
+            }),
+            None => Ok((
+                vec![InventoryEvent::RefundIssued(RefundIssued {
+                    order_id,
+                    user_id: order.user,
+                    payment_ref,
+                    refund_id,
+                    amount,
+                    at: meta.now,
+                })],
+                outcome,
+            )),
         }
     }
 

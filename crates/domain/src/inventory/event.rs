@@ -47,6 +47,8 @@ pub enum InventoryEvent {
     PaymentRefundOwed(PaymentRefundOwed),
     /// An order was cancelled; a paid one is owed a refund and its tickets are void.
     OrderCancelled(OrderCancelled),
+    /// A refund owed (by [`PaymentRefundOwed`] or a paid [`OrderCancelled`]) was paid back.
+    RefundIssued(RefundIssued),
     /// A ticket was checked in at the door.
     TicketCheckedIn(TicketCheckedIn),
     /// A command was accepted: the idempotency record (always the last event of a decision).
@@ -244,6 +246,19 @@ pub struct OrderCancelled {
     pub reason: RefundReason,
     /// The tickets that became void.
     pub voided_tickets: Vec<TicketId>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundIssued {
+    pub order_id: OrderId,
+    pub user_id: UserId,
+    /// The payment that was paid back.
+    pub payment_ref: String,
+    /// The payment provider's id of the refund.
+    pub refund_id: String,
+    pub amount: Money,
     pub at: DateTime<Utc>,
 }
 

@@ -2,13 +2,15 @@
 //! event that names something unknown (which `decide` never produces) is ignored rather
 //! than allowed to panic; counters saturate rather than overflow for the same reason.
 
+use super::decide::payment_hash;
 use super::event::*;
 use super::outcome::InventoryOutcome;
 use super::{
-    EventInfo, EventStatus, Inventory, Order, OrderStatus, Recorded, RecordedKind, RecordedRefund,
-    SalesWindow, Seat, Ticket, TicketStatus, Tier,
+    EventInfo, EventStatus, Inventory, Order, OrderStatus, OwedRefund, Recorded, RecordedKind,
+    RecordedRefund, SalesWindow, Seat, Ticket, TicketStatus, Tier,
 };
 use crate::ids::OrderId;
+use crate::money::Money;
 
 impl Inventory {
     pub(super) fn apply(&mut self, event: &InventoryEvent) {
@@ -107,9 +109,32 @@ impl Inventory {
             E::HoldReleased(e) => self.close_hold(e.order_id, OrderStatus::Released),
             E::HoldExpired(e) => self.close_hold(e.order_id, OrderStatus::Expired),
             E::OrderConfirmed(e) => self.confirm(e),
-            // A refund owed changes no stock: it is a fact for the payment side.
-            E::PaymentRefundOwed(_) => {}
-            E::OrderCancelled(e) => self.cancel(e.order_id),
+            // A refund owed changes no stock; it is remembered so that it is refunded once.
+            E::PaymentRefundOwed(e) => {
+                if let Some(&pos) = self.order_index.get(&e.order_id) {
+                    self.owe(pos, payment_hash(&e.payment_ref), e.amount, e.reason);
+                }
+            }
+            E::OrderCancelled(e) => {
+                let paid_by = self
+                    .order_index
+                    .get(&e.order_id)
+                    .and_then(|&pos| Some((pos, self.orders[pos as usize].payment?)));
+                if let (Some(amount), Some((pos, payment))) = (e.refund, paid_by) {
+                    self.owe(pos, payment, amount, e.reason);
+                }
+                self.cancel(e.order_id);
+            }
+            E::RefundIssued(e) => {
+                let Some(&pos) = self.order_index.get(&e.order_id) else {
+                    return;
+                };
+                if let Some((r, owed)) = self.owed_refund(pos, payment_hash(&e.payment_ref))
+                    && owed.refund_id.is_none()
+                {
+                    self.owed_refunds[r as usize].refund_id = Some(e.refund_id.as_str().into());
+                }
+            }
             E::TicketCheckedIn(e) => {
                 if let Some(&i) = self.ticket_index.get(&e.ticket_id) {
                     self.tickets[i as usize].status = TicketStatus::CheckedIn { at: e.at };
@@ -143,6 +168,20 @@ impl Inventory {
             O::OrderCancelled { order_id, .. } => {
                 Recorded::new(K::OrderCancelled, order(order_id)?)
             }
+            O::Refunded {
+                order_id,
+                refund_id,
+                ..
+            } => {
+                let pos = order(order_id)?;
+                let index = self.order_refunds.get(&pos)?.iter().copied().find(|&r| {
+                    self.owed_refunds
+                        .get(r as usize)
+                        .and_then(|o| o.refund_id.as_deref())
+                        == Some(refund_id.as_str())
+                })?;
+                Recorded::new(K::Refunded, index)
+            }
             O::CheckedIn { ticket_id, .. } => {
                 Recorded::new(K::CheckedIn, *self.ticket_index.get(ticket_id)?)
             }
@@ -162,6 +201,25 @@ impl Inventory {
                 Some(recorded)
             }
         }
+    }
+
+    /// Records money owed back for a payment of the order at `order`; one refund per
+    /// payment (a payment is only ever paid back once), and nothing for a free order.
+    fn owe(&mut self, order: u32, payment: u64, amount: Money, reason: RefundReason) {
+        if amount.amount_minor == 0 || self.owed_refund(order, payment).is_some() {
+            return;
+        }
+        let Ok(index) = u32::try_from(self.owed_refunds.len()) else {
+            return;
+        };
+        self.owed_refunds.push(OwedRefund {
+            order,
+            payment,
+            amount,
+            reason,
+            refund_id: None,
+        });
+        self.order_refunds.entry(order).or_default().push(index);
     }
 
     fn tier_mut(&mut self, id: crate::ids::TierId) -> Option<&mut Tier> {

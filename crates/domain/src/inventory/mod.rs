@@ -24,7 +24,7 @@ pub use decide::limits;
 pub use event::{
     DetailsUpdated, EventCancelled, EventCreated, EventDetails, EventPublished, HoldExpired,
     HoldPlaced, HoldReleased, InventoryCommandAccepted, InventoryEvent, IssuedTicket,
-    OrderCancelled, OrderConfirmed, PaymentRefundOwed, PerUserLimitSet, RefundReason,
+    OrderCancelled, OrderConfirmed, PaymentRefundOwed, PerUserLimitSet, RefundIssued, RefundReason,
     SalesWindowSet, SeatAssignment, SeatsAdded, TicketCheckedIn, TierAdded, TierRenamed,
     TierRepriced, TierResized,
 };
@@ -65,6 +65,27 @@ pub struct Inventory {
     /// Refunds owed for payments that bought nothing, so a retried payment callback
     /// recalls the same answer.
     refunds: Vec<RecordedRefund>,
+    /// Every refund owed (one per order and payment), and whether it was paid back: what
+    /// `RecordRefund` checks against, and what a repeated payment callback finds instead
+    /// of owing the same money twice.
+    owed_refunds: Vec<OwedRefund>,
+    /// Order position -> positions of its refunds in `owed_refunds` (few orders have any).
+    order_refunds: HashMap<u32, Vec<u32>>,
+}
+
+/// Money owed back for one payment of one order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct OwedRefund {
+    /// Position of the order in `orders`.
+    order: u32,
+    /// Hash of the payment reference to refund (see `decide::payment_hash`).
+    payment: u64,
+    /// What is owed.
+    amount: Money,
+    /// Why.
+    reason: RefundReason,
+    /// The provider's refund id, once the refund was made.
+    refund_id: Option<Box<str>>,
 }
 
 /// A refund-owed answer, kept for retries.
@@ -98,6 +119,7 @@ enum RecordedKind {
     Expired = 7,
     OrderCancelled = 8,
     CheckedIn = 9,
+    Refunded = 10,
 }
 
 /// Largest position a [`Recorded`] can name: orders and tickets are capped below it.
@@ -121,6 +143,7 @@ impl Recorded {
             Expired,
             OrderCancelled,
             CheckedIn,
+            Refunded,
         ]
         .get((self.0 >> 28) as usize)
         .copied()
@@ -311,6 +334,30 @@ pub struct OrderView {
     pub total: Money,
     /// Issued tickets (empty unless the order was paid).
     pub tickets: Vec<TicketId>,
+    /// Refunds owed for the order's payments, owed or made.
+    pub refunds: Vec<RefundView>,
+}
+
+/// A refund owed for an order, as the read side sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundView {
+    pub amount: Money,
+    pub reason: RefundReason,
+    pub status: RefundStatus,
+}
+
+/// Whether a refund owed was paid back.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RefundStatus {
+    /// Owed, not yet paid back.
+    Owed,
+    /// Paid back by the payment provider under this refund id.
+    Refunded {
+        #[serde(rename = "refundId")]
+        refund_id: String,
+    },
 }
 
 /// A ticket as the read side sees it.
@@ -523,6 +570,18 @@ impl Inventory {
         if per_user != recorded {
             return Err("per-user counts disagree with orders".into());
         }
+        for (i, r) in self.owed_refunds.iter().enumerate() {
+            let indexed = self
+                .order_refunds
+                .get(&r.order)
+                .is_some_and(|list| list.contains(&(i as u32)));
+            if r.order as usize >= self.orders.len() || !indexed {
+                return Err(format!("refund #{i} is not indexed under its order"));
+            }
+            if r.amount.amount_minor == 0 {
+                return Err(format!("refund #{i} owes nothing"));
+            }
+        }
         if live != self.live_hold_count {
             return Err("live hold counter disagrees with orders".into());
         }
@@ -574,7 +633,35 @@ impl Inventory {
             expires_at: o.expires_at,
             total: o.total,
             tickets: self.order_tickets(o).map(|t| t.id).collect(),
+            refunds: self
+                .order_index
+                .get(&o.id)
+                .and_then(|pos| self.order_refunds.get(pos))
+                .into_iter()
+                .flatten()
+                .filter_map(|&r| self.owed_refunds.get(r as usize))
+                .map(|r| RefundView {
+                    amount: r.amount,
+                    reason: r.reason,
+                    status: match &r.refund_id {
+                        Some(id) => RefundStatus::Refunded {
+                            refund_id: id.to_string(),
+                        },
+                        None => RefundStatus::Owed,
+                    },
+                })
+                .collect(),
         }
+    }
+
+    /// The refund owed for this order (at `order` in `orders`) and payment hash, with its
+    /// position in `owed_refunds`.
+    fn owed_refund(&self, order: u32, payment: u64) -> Option<(u32, &OwedRefund)> {
+        self.order_refunds
+            .get(&order)?
+            .iter()
+            .filter_map(|&r| self.owed_refunds.get(r as usize).map(|o| (r, o)))
+            .find(|(_, o)| o.payment == payment)
     }
 
     fn order_tickets<'a>(&'a self, o: &Order) -> impl Iterator<Item = &'a Ticket> + 'a {

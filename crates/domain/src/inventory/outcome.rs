@@ -35,6 +35,12 @@ pub enum InventoryOutcome {
         amount: Money,
         reason: RefundReason,
     },
+    /// A refund owed was paid back under the provider's `refund_id`.
+    Refunded {
+        order_id: OrderId,
+        refund_id: String,
+        amount: Money,
+    },
     /// The hold was released.
     Released { order_id: OrderId },
     /// The hold expired.
