@@ -414,18 +414,16 @@ impl CatalogueModel {
             E::PerUserLimitSet(e) => entry.per_user_limit = e.limit,
             E::EventPublished(_) => entry.status = EventStatus::Published,
             E::EventCancelled(_) => entry.status = EventStatus::Cancelled,
-            E::TierAdded(e) => {
-                if !entry.tiers.iter().any(|t| t.id == e.tier_id) {
-                    entry.tiers.push(TierEntry {
-                        id: e.tier_id,
-                        name: e.name.clone(),
-                        price: e.price,
-                        capacity: e.capacity,
-                        sold: 0,
-                        held: 0,
-                        seated: e.seated,
-                    });
-                }
+            E::TierAdded(e) if !entry.tiers.iter().any(|t| t.id == e.tier_id) => {
+                entry.tiers.push(TierEntry {
+                    id: e.tier_id,
+                    name: e.name.clone(),
+                    price: e.price,
+                    capacity: e.capacity,
+                    sold: 0,
+                    held: 0,
+                    seated: e.seated,
+                });
             }
             E::TierRenamed(e) => {
                 if let Some(t) = entry.tier(e.tier_id) {
@@ -520,7 +518,8 @@ impl CatalogueModel {
                     SlotState::Closed => {}
                 }
             }
-            E::PaymentRefundOwed(_) | E::TicketCheckedIn(_) | E::CommandAccepted(_) => {}
+            // Refunds, check-ins and idempotency records change no stock.
+            _ => {}
         }
     }
 
