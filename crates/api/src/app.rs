@@ -267,6 +267,10 @@ impl Application {
             .await
             .with_context(|| format!("creating the administrator {email}"))?;
         }
+        tokio::spawn(report_projection_lag(
+            Arc::clone(&store),
+            Arc::clone(&read_side),
+        ));
         // Holds recorded before a restart must still expire on time.
         let resumer = commands.clone();
         tokio::spawn(async move {
@@ -501,4 +505,27 @@ async fn wait(read_side: &ReadSide, position: store::Position) -> anyhow::Result
         .wait_for(position, Duration::from_secs(30))
         .await
         .map_err(|e| anyhow::anyhow!("the read side did not show the change: {e}"))
+}
+
+/// How often the projection lag gauge is refreshed.
+const LAG_REPORT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Publishes `projection_lag_events{projection}`: how many stored events each read model
+/// has yet to apply. Ends when the read side is gone.
+async fn report_projection_lag(store: Arc<dyn EventStore>, read_side: Arc<ReadSide>) {
+    let read_side = Arc::downgrade(&read_side);
+    let mut ticks = tokio::time::interval(LAG_REPORT_INTERVAL);
+    loop {
+        ticks.tick().await;
+        let Some(read_side) = read_side.upgrade() else {
+            return;
+        };
+        let Ok(head) = store.head().await else {
+            continue;
+        };
+        for status in read_side.status() {
+            metrics::gauge!("projection_lag_events", "projection" => status.name)
+                .set(head.0.saturating_sub(status.checkpoint.0) as f64);
+        }
+    }
 }

@@ -1,13 +1,14 @@
-//! The service shell of the Ticketing API: everything around the GraphQL schema.
+//! The Ticketing API: the GraphQL schema over the command and read sides, the service
+//! shell around it, and the application that runs the whole system in one process.
 //!
-//! This crate serves an async-graphql schema over HTTP and WebSocket and provides what
-//! every resolver needs at the edge. The domain schema itself (queries, mutations and
-//! subscriptions over events, orders and tickets) is added by the command-side and
-//! read-side integration, which builds a `Schema` with [`graphql::configure_schema`] and
-//! hands it to [`http::HttpService`].
+//! [`Application::build`] opens the store, starts the command side, the read side and the
+//! notifier, builds the domain [`schema`] (through [`graphql::configure_schema`]) and
+//! serves it with [`http::HttpService`]; `ticketing serve` is a thin wrapper around it.
 //!
 //! Layout:
 //!
+//! * [`app`]: [`AppConfig`] and [`Application`] (`build`, `port`, `run_until_stopped`).
+//! * [`schema`]: queries, mutations and subscriptions, one module per feature.
 //! * [`config`]: [`ServiceConfig`], every setting as a flag and a `TICKETING_*` variable,
 //!   validated together (production mode refuses the development JWT secret).
 //! * [`auth`]: Argon2id password hashing, JWT issue and verify, [`AuthUser`], and the

@@ -1,11 +1,16 @@
 //! The `ticketing` command line.
 //!
 //! One binary, one module per subcommand: `audit` replays history to answer audits
-//! (history, state at a point, verification of the read models). Each subcommand module
+//! (history, state at a point, verification of the read models); `serve` runs the whole
+//! system; `admin` creates administrators; `demo` loads sample data into a running
+//! server; `notifier` runs the notifier as its own process. Each subcommand module
 //! exposes an `Args` type parsed by clap and an async `run(args)` returning the process's
 //! exit code, so adding a subcommand is one enum variant and one module.
 
+mod admin;
 mod audit;
+mod demo;
+mod notifier;
 mod serve;
 
 use std::process::ExitCode;
@@ -28,12 +33,20 @@ enum Command {
     /// Start the whole system (GraphQL API, projections, notifier) and serve until
     /// Ctrl-C or SIGTERM.
     Serve(Box<serve::Args>),
+    /// Administration: create an administrator on a stopped system.
+    Admin(admin::Args),
+    /// Load a realistic sample (organizers, a seated and an unseated event, customers)
+    /// into a running server.
+    Demo(demo::Args),
+    /// Run the notifier as its own process on the server's store (start `serve` with
+    /// `--notifier off`).
+    Notifier(notifier::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // `serve` sets up its own logging (text or JSON, from its configuration).
-    let own_logging = matches!(cli.command, Command::Serve(_));
+    // `serve` and `notifier` set up their own logging (text or JSON, from its configuration).
+    let own_logging = matches!(cli.command, Command::Serve(_) | Command::Notifier(_));
     if !own_logging {
         tracing_subscriber::fmt()
             .with_env_filter(
@@ -57,6 +70,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Audit(args) => audit::run(args).await,
             Command::Serve(args) => serve::run(*args).await,
+            Command::Admin(args) => admin::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
+            Command::Notifier(args) => notifier::run(args).await,
         }
     })
 }

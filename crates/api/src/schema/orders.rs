@@ -278,7 +278,11 @@ impl OrderMutation {
             .commands
             .purchase(&request, event_id, tier_id, selection, &input.payment_token)
             .await
-            .map_err(command_error)?;
+            .map_err(|error| {
+                metrics::counter!("purchase_outcomes_total", "outcome" => error.code())
+                    .increment(1);
+                command_error(error)
+            })?;
         let order_id = match &receipt.outcome {
             PayOutcome::Confirmed { order_id, .. }
             | PayOutcome::Declined { order_id, .. }
@@ -396,6 +400,15 @@ async fn settled(
     position: Position,
     order_id: OrderId,
 ) -> Result<Order, ApiError> {
+    let label = match &outcome {
+        PayOutcome::Confirmed { .. } => "confirmed",
+        PayOutcome::Declined { .. } => "declined",
+        PayOutcome::TimedOut { .. } => "timed_out",
+        PayOutcome::Pending { .. } => "pending",
+        PayOutcome::Refunded { .. } => "refunded",
+        PayOutcome::Acknowledged => "acknowledged",
+    };
+    metrics::counter!("purchase_outcomes_total", "outcome" => label).increment(1);
     match outcome {
         PayOutcome::Confirmed { .. } | PayOutcome::Acknowledged => {
             changed_order(services, position, order_id).await
