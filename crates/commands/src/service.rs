@@ -501,23 +501,26 @@ impl CommandService {
         event_id: EventId,
         order_id: OrderId,
     ) -> Result<Receipt<InventoryOutcome>, CommandError> {
-        let receipt = self
+        let mut receipt = self
             .execute(ctx, event_id, InventoryCommand::CancelOrder { order_id })
             .await?;
         if let InventoryOutcome::OrderCancelled {
-            refund: Some(_), ..
+            refund: Some(amount),
+            ..
         } = &receipt.outcome
+            && amount.amount_minor > 0
             && let Some(charge_id) = self.payment_ref_of(event_id, order_id).await?
         {
-            self.inner
-                .payments
-                .refund(RefundRequest {
-                    charge_id,
-                    order_id: order_id.as_uuid(),
-                    reason: payments::RefundReason::OrderCancelled,
-                })
-                .await
-                .map_err(CommandError::Payment)?;
+            let refunded = self
+                .refund_and_record(
+                    event_id,
+                    order_id,
+                    &charge_id,
+                    payments::RefundReason::OrderCancelled,
+                    ctx.correlation_id,
+                )
+                .await?;
+            receipt.position = receipt.position.max(refunded.position);
         }
         Ok(receipt)
     }
@@ -530,19 +533,20 @@ impl CommandService {
         event_id: EventId,
         reason: String,
     ) -> Result<Receipt<InventoryOutcome>, CommandError> {
-        let receipt = self
+        let mut receipt = self
             .execute(ctx, event_id, InventoryCommand::CancelEvent { reason })
             .await?;
         for (order_id, charge_id) in self.refunds_owed_by_cancellation(event_id).await? {
-            self.inner
-                .payments
-                .refund(RefundRequest {
-                    charge_id,
-                    order_id: order_id.as_uuid(),
-                    reason: payments::RefundReason::EventCancelled,
-                })
-                .await
-                .map_err(CommandError::Payment)?;
+            let refunded = self
+                .refund_and_record(
+                    event_id,
+                    order_id,
+                    &charge_id,
+                    payments::RefundReason::EventCancelled,
+                    ctx.correlation_id,
+                )
+                .await?;
+            receipt.position = receipt.position.max(refunded.position);
         }
         Ok(receipt)
     }
@@ -566,7 +570,8 @@ impl CommandService {
                             paid_by.insert(c.order_id, c.payment_ref);
                         }
                         E::OrderCancelled(c)
-                            if c.refund.is_some() && c.reason == RefundReason::EventCancelled =>
+                            if c.refund.is_some_and(|r| r.amount_minor > 0)
+                                && c.reason == RefundReason::EventCancelled =>
                         {
                             if let Some(charge) = paid_by.get(&c.order_id) {
                                 owed.push((c.order_id, charge.clone()));
@@ -670,11 +675,12 @@ impl CommandService {
         };
         // A fresh key per attempt: a repeat of the same payment is recognised by its
         // reference (the order is already paid by it) and writes nothing.
+        let correlation_id = codec::new_event_id();
         let meta = CommandMeta {
             idempotency_key: IdempotencyKey::parse(&format!("confirm-{}", codec::new_event_id()))?,
             actor: Actor::System,
             now: self.inner.clock.now(),
-            correlation_id: codec::new_event_id(),
+            correlation_id,
         };
         let order_id = order.order_id;
         let cmd = Command::new(meta, InventoryCommand::ConfirmPayment { order_id, payment });
@@ -686,31 +692,81 @@ impl CommandService {
             }),
             InventoryOutcome::RefundOwed { reason, .. } => {
                 let refunded = self
-                    .inner
-                    .payments
-                    .refund(RefundRequest {
-                        charge_id: charge_id.to_owned(),
-                        order_id: order_id.as_uuid(),
-                        reason: refund_reason(reason),
-                    })
-                    .await
-                    .map_err(CommandError::Payment)?;
-                let payments::RefundOutcome::Succeeded { refund_id, .. } = refunded;
+                    .refund_and_record(
+                        event_id,
+                        order_id,
+                        charge_id,
+                        refund_reason(reason),
+                        correlation_id,
+                    )
+                    .await?;
                 metrics::counter!("payments_refunded", "reason" => format!("{reason:?}"))
                     .increment(1);
                 Ok(Receipt {
                     outcome: PayOutcome::Refunded {
                         order_id,
-                        refund_id,
+                        refund_id: refunded.refund_id,
                         reason,
                     },
-                    position: receipt.position,
+                    position: receipt.position.max(refunded.position),
                 })
             }
             other => Err(CommandError::Unavailable(format!(
                 "confirming a payment answered {other:?}"
             ))),
         }
+    }
+
+    /// Pays back a refund owed for `charge_id` through the provider, then records the
+    /// refund in the event's stream (`RefundIssued`). Both steps are idempotent: the
+    /// provider refunds a charge once and answers the same refund again, and the record's
+    /// key is derived from that refund, so a retry or a redelivered webhook records one
+    /// refund. A failure between the two leaves the refund owed for the next attempt.
+    async fn refund_and_record(
+        &self,
+        event_id: EventId,
+        order_id: OrderId,
+        charge_id: &str,
+        reason: payments::RefundReason,
+        correlation_id: Uuid,
+    ) -> Result<RecordedRefund, CommandError> {
+        let refunded = self
+            .inner
+            .payments
+            .refund(RefundRequest {
+                charge_id: charge_id.to_owned(),
+                order_id: order_id.as_uuid(),
+                reason,
+            })
+            .await
+            .map_err(CommandError::Payment)?;
+        let payments::RefundOutcome::Succeeded {
+            refund_id,
+            amount_minor,
+            currency,
+        } = refunded;
+        let meta = CommandMeta {
+            idempotency_key: IdempotencyKey::parse(&derived_key(
+                "refund",
+                &format!("{charge_id}:{refund_id}"),
+            ))?,
+            actor: Actor::System,
+            now: self.inner.clock.now(),
+            correlation_id,
+        };
+        let body = InventoryCommand::RecordRefund {
+            order_id,
+            payment_ref: charge_id.to_owned(),
+            refund_id: refund_id.clone(),
+            // Out of range is refused by the domain as INVALID_INPUT, never wrapped.
+            amount_minor: i64::try_from(amount_minor).unwrap_or(i64::MAX),
+            currency,
+        };
+        let receipt = self.send(event_id, Command::new(meta, body)).await?;
+        Ok(RecordedRefund {
+            refund_id,
+            position: receipt.position,
+        })
     }
 
     /// Releases a hold whose payment failed; a hold that is already gone needs nothing.
@@ -841,6 +897,14 @@ impl CommandService {
             "the actor of event {event_id} stopped before answering"
         )))
     }
+}
+
+/// A refund made by the provider and recorded in the event's stream.
+struct RecordedRefund {
+    /// The provider's id of the refund.
+    refund_id: String,
+    /// Where its `RefundIssued` (or the first record of it) was stored.
+    position: Position,
 }
 
 /// A sub-key for a step of a request, short whatever the client's key length.
