@@ -510,3 +510,35 @@ fn manages_event(services: &Services, user: &AuthUser, event_id: EventId) -> boo
         .event(event_id)
         .is_some_and(|view| manages(Some(user), &view))
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::error::ErrorCode;
+
+    proptest! {
+        /// A quantity alone is accepted exactly when it is positive; seats alone when
+        /// there is at least one; anything else is INVALID_INPUT, never a panic.
+        #[test]
+        fn selection_accepts_exactly_one_well_formed_choice(
+            quantity in proptest::option::of(any::<i32>()),
+            seats in proptest::option::of(proptest::collection::vec("[A-Z]-[0-9]{1,2}", 0..4)),
+        ) {
+            let result = selection(quantity, seats.clone());
+            match (quantity, &seats) {
+                (Some(q), None) if q > 0 => {
+                    prop_assert_eq!(result.ok(), Some(Selection::Quantity { quantity: i64::from(q) }));
+                }
+                (None, Some(s)) if !s.is_empty() => {
+                    prop_assert_eq!(result.ok(), Some(Selection::Seats { seats: s.clone() }));
+                }
+                _ => {
+                    let error = result.expect_err("refused");
+                    prop_assert_eq!(error.code(), ErrorCode::InvalidInput);
+                }
+            }
+        }
+    }
+}
