@@ -356,7 +356,6 @@ impl InventoryState {
 
     /// Decides one command against the speculative state and queues its answer.
     fn decide(&mut self, mut entry: Entry) {
-        fix_retried_hold(&self.inventory, &mut entry.cmd);
         let decision = match self.inventory.decide(&entry.cmd) {
             Ok(d) => d,
             Err(rejection) => {
@@ -646,21 +645,6 @@ impl InventoryState {
             .unwrap_or(Duration::ZERO);
         self.timer_at = Some(earliest);
         myself.send_after(wait, || InventoryMsg::ExpireDue);
-    }
-}
-
-/// A retried hold carries the same deterministic order id but a new expiry time; give it
-/// the expiry its first attempt recorded, so that the idempotency ledger recognises it.
-fn fix_retried_hold(inventory: &Inventory, cmd: &mut Command<InventoryCommand>) {
-    let req = match &mut cmd.body {
-        InventoryCommand::PlaceHold(req) => req,
-        InventoryCommand::Purchase { hold, .. } => hold,
-        _ => return,
-    };
-    if let Some(order) = inventory.order(req.order_id)
-        && Some(order.user_id) == cmd.meta.actor.user_id()
-    {
-        req.expires_at = order.expires_at;
     }
 }
 

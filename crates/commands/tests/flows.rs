@@ -9,6 +9,7 @@ use commands::{CommandError, PayOutcome, RequestContext};
 use domain::inventory::{InventoryOutcome, OrderStatus, Selection};
 use domain::{EventId, OrderId};
 use payments::test_tokens;
+use store::EventStore;
 use uuid::Uuid;
 
 use common::*;
@@ -178,6 +179,33 @@ async fn retried_purchase_buys_once() {
         panic!("not confirmed")
     };
     assert_eq!(h.provider.ledger().charges_for(order_id.as_uuid()).len(), 1);
+}
+
+#[tokio::test]
+async fn a_hold_retried_later_answers_the_first_hold_and_stores_nothing() {
+    let h = harness().await;
+    let (event, tier) = h.published_event(10, None).await;
+    let c = ctx(&buyer(1));
+    let first = h.service.hold(&c, event, tier, one()).await.expect("first");
+    let stream = commands::actor::stream_name(event).expect("stream");
+    let stored = h.store.stream_version(&stream).await.expect("version");
+    // The retry is stamped later, so it asks for a later expiry: still the same request.
+    h.clock.advance(chrono::Duration::minutes(2));
+    let second = h.service.hold(&c, event, tier, one()).await.expect("retry");
+    assert_eq!(second.outcome, first.outcome);
+    assert_eq!(
+        h.store.stream_version(&stream).await.expect("version"),
+        stored
+    );
+    let replayed = h.replay(event).await;
+    assert_eq!(replayed.tier(tier).expect("tier").held, 1);
+    // The same key for another selection is still a reused key.
+    let other = h
+        .service
+        .hold(&c, event, tier, Selection::Quantity { quantity: 2 })
+        .await
+        .expect_err("reused key");
+    assert_eq!(other.code(), "INVALID_INPUT");
 }
 
 #[tokio::test]

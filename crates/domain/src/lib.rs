@@ -20,7 +20,9 @@
 //! * Every accepted decision ends with a `...CommandAccepted` event recording the
 //!   idempotency key, the actor and the outcome. Keys are scoped per stream and per acting
 //!   user: a decided key answers its first outcome with no events; the same key with a
-//!   different body is refused as `INVALID_INPUT`. Rejected commands are not recorded.
+//!   different body is refused as `INVALID_INPUT`. A hold's expiry is not part of that
+//!   identity ([`inventory::InventoryCommand::fingerprint`]): a hold retried later, with a
+//!   later expiry, answers the first hold. Rejected commands are not recorded.
 //! * Buying is `PlaceHold` (by the buyer), then `ConfirmPayment` (by [`Actor::System`] or an
 //!   admin, when the payment provider reports success), or `ExpireHold` (by
 //!   [`Actor::System`], at or after the hold's expiry time; earlier is refused). A payment

@@ -1584,6 +1584,89 @@ fn a_retry_answers_the_first_outcome_even_after_the_state_moved_on() {
     assert_eq!(again.outcome, first);
 }
 
+/// The answer to a command recognised as a retry: no events at all, not even a record.
+fn recalled(history: &[InventoryEvent], command: Command<InventoryCommand>) -> InventoryOutcome {
+    let state = Inventory::replay(history);
+    let decision = state.decide(&command).expect("a retry is answered");
+    assert!(decision.events.is_empty(), "{:?}", decision.events);
+    decision.outcome
+}
+
+#[test]
+fn a_hold_retried_later_is_the_same_request_whatever_its_expiry() {
+    let (events, first, _) = on(on_sale(1))
+        .when(cmd(customer(1), "buy", t(1), hold_ga(1, 1, t(11))))
+        .accepted();
+    let history = plus(on_sale(1), events);
+    // The retry was stamped two minutes later: the first hold, with its first expiry.
+    let outcome = recalled(
+        &history,
+        cmd(customer(1), "buy", t(3), hold_ga(1, 1, t(13))),
+    );
+    assert_eq!(outcome, first);
+    assert!(matches!(outcome, InventoryOutcome::Held { expires_at, .. } if expires_at == t(11)));
+    // Anything else changed is another command under a used key.
+    on(history.clone())
+        .when(cmd(customer(1), "buy", t(3), hold_ga(1, 2, t(13))))
+        .rejected("INVALID_INPUT");
+    on(history)
+        .when(cmd(customer(1), "buy", t(3), hold_ga(2, 1, t(13))))
+        .rejected("INVALID_INPUT");
+
+    // The same for a purchase (hold and payment in one decision).
+    let purchase = |expires| InventoryCommand::Purchase {
+        hold: HoldRequest {
+            order_id: order(1),
+            tier_id: GA,
+            selection: Selection::Quantity { quantity: 1 },
+            expires_at: expires,
+        },
+        payment: payment(1, 5000, 1, 1),
+    };
+    let (events, first, _) = on(on_sale(1))
+        .when(cmd(customer(1), "buy", t(1), purchase(t(11))))
+        .accepted();
+    let outcome = recalled(
+        &plus(on_sale(1), events),
+        cmd(customer(1), "buy", t(5), purchase(t(15))),
+    );
+    assert_eq!(outcome, first);
+}
+
+#[test]
+fn a_hold_recorded_with_its_expiry_in_the_fingerprint_is_still_recognised() {
+    // Streams written before expiries were left out of hold fingerprints.
+    let body = hold_ga(1, 1, t(11));
+    let meta = CommandMeta {
+        idempotency_key: IdempotencyKey::parse("buy").unwrap(),
+        actor: customer(1),
+        now: t(1),
+        correlation_id: uuid::Uuid::from_u128(7),
+    };
+    let history = plus(
+        on_sale(1),
+        [
+            held(1, buyer(1), 1, t(11)),
+            InventoryEvent::CommandAccepted(InventoryCommandAccepted {
+                record: domain::idempotency::CommandRecord::new(&meta, &body),
+                outcome: InventoryOutcome::Held {
+                    order_id: order(1),
+                    expires_at: t(11),
+                    total: eur(5000),
+                },
+            }),
+        ],
+    );
+    let outcome = recalled(
+        &history,
+        cmd(customer(1), "buy", t(4), hold_ga(1, 1, t(14))),
+    );
+    assert!(matches!(outcome, InventoryOutcome::Held { expires_at, .. } if expires_at == t(11)));
+    on(history)
+        .when(cmd(customer(1), "buy", t(4), hold_ga(1, 3, t(14))))
+        .rejected("INVALID_INPUT");
+}
+
 #[test]
 fn a_rejected_command_is_not_recorded_and_may_be_retried() {
     let not_yet = on(vec![created(), ga_tier(10)]).state().clone();

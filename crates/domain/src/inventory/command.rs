@@ -4,6 +4,9 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::idempotency::fingerprint;
 
 use crate::ids::{EventId, OrderId, SeatId, TicketId, TierId};
 
@@ -88,6 +91,23 @@ pub enum InventoryCommand {
 }
 
 impl InventoryCommand {
+    /// What identifies this request for idempotency: a hash of the body, leaving out a
+    /// hold's `expires_at`. The expiry is stamped from the caller's clock, so a retry made
+    /// later carries a later one; it is still the same request, and answers the hold its
+    /// first attempt made (with that attempt's expiry).
+    pub fn fingerprint(&self) -> Uuid {
+        match self {
+            Self::PlaceHold(hold) => fingerprint(&FingerprintedHold::PlaceHold {
+                hold: HoldIdentity::of(hold),
+            }),
+            Self::Purchase { hold, payment } => fingerprint(&FingerprintedHold::Purchase {
+                hold: HoldIdentity::of(hold),
+                payment,
+            }),
+            other => fingerprint(other),
+        }
+    }
+
     /// A short stable name of the command, for logs and metrics.
     pub fn name(&self) -> &'static str {
         match self {
@@ -110,6 +130,38 @@ impl InventoryCommand {
             Self::CancelOrder { .. } => "CancelOrder",
             Self::RecordRefund { .. } => "RecordRefund",
             Self::CheckIn { .. } => "CheckIn",
+        }
+    }
+}
+
+/// The parts of a hold that make it the request it is (all but its expiry), as
+/// fingerprinted; tagged like [`InventoryCommand`] so no other command hashes the same.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+enum FingerprintedHold<'a> {
+    PlaceHold {
+        hold: HoldIdentity<'a>,
+    },
+    Purchase {
+        hold: HoldIdentity<'a>,
+        payment: &'a PaymentInput,
+    },
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HoldIdentity<'a> {
+    order_id: OrderId,
+    tier_id: TierId,
+    selection: &'a Selection,
+}
+
+impl<'a> HoldIdentity<'a> {
+    fn of(hold: &'a HoldRequest) -> Self {
+        Self {
+            order_id: hold.order_id,
+            tier_id: hold.tier_id,
+            selection: &hold.selection,
         }
     }
 }

@@ -69,8 +69,18 @@ impl Aggregate for Inventory {
         &self,
         cmd: &Command<InventoryCommand>,
     ) -> Result<Decision<InventoryEvent, InventoryOutcome>, Rejection> {
-        let fingerprint = crate::idempotency::fingerprint(&cmd.body);
-        if let Some(outcome) = self.ledger.recall_fingerprinted(&cmd.meta, fingerprint)? {
+        let fingerprint = cmd.body.fingerprint();
+        let recalled = match self.ledger.recall_fingerprinted(&cmd.meta, fingerprint) {
+            Ok(recalled) => recalled,
+            Err(reused) => match self.fingerprint_with_recorded_expiry(&cmd.body) {
+                Some(old) => self
+                    .ledger
+                    .recall_fingerprinted(&cmd.meta, old)
+                    .map_err(|_| reused)?,
+                None => return Err(reused),
+            },
+        };
+        if let Some(outcome) = recalled {
             return Ok(Decision {
                 events: Vec::new(),
                 outcome: self.recalled(outcome),
@@ -165,6 +175,21 @@ impl Inventory {
             },
             Some(RecordedKind::Accepted) | None => InventoryOutcome::Accepted,
         }
+    }
+
+    /// How a hold was fingerprinted when it was recorded before expiries were left out of
+    /// fingerprints: the whole body, with the expiry its order recorded. Lets a retry of
+    /// such a hold still find its first outcome.
+    fn fingerprint_with_recorded_expiry(&self, body: &InventoryCommand) -> Option<uuid::Uuid> {
+        let mut body = body.clone();
+        let hold = match &mut body {
+            InventoryCommand::PlaceHold(hold) => hold,
+            InventoryCommand::Purchase { hold, .. } => hold,
+            _ => return None,
+        };
+        let (_, order) = self.order_at(hold.order_id)?;
+        hold.expires_at = order.expires_at;
+        Some(crate::idempotency::fingerprint(&body))
     }
 
     fn decide_new(
