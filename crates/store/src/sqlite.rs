@@ -49,6 +49,15 @@ const APPLICATION_ID: i32 = 0x544B_4553;
 /// Schema version in `user_version`; bump it with a migration when the schema changes.
 const SCHEMA_VERSION: i32 = 1;
 
+/// Log size, in pages, at which a commit also checkpoints the log into the database file
+/// (about 64 MiB). Under many streams each commit rewrites hundreds of index leaf pages,
+/// mostly the same ones commit after commit: a longer log lets one checkpoint copy each
+/// page once for many commits. Measured against 4,000 pages: about a quarter more appends
+/// per second at 1,024 appenders (ADR 0002). Checkpointing on another thread measured no
+/// better: under a sustained burst the log never gets a quiet moment to start over, so it
+/// keeps growing the file, which costs more than the checkpoints it saves.
+const WAL_CHECKPOINT_PAGES: u32 = 16_000;
+
 /// File name used when [`SqliteStore::open`] is given a directory.
 pub const DEFAULT_FILE_NAME: &str = "events.sqlite3";
 
@@ -226,9 +235,10 @@ impl SqliteStore {
             Durability::Full => "FULL",
             Durability::Normal => "NORMAL",
         };
+        // Checkpoints run inside the commit that crosses `WAL_CHECKPOINT_PAGES`; see there.
         conn.execute_batch(&format!(
             "PRAGMA synchronous = {sync}; PRAGMA cache_size = -65536; \
-             PRAGMA wal_autocheckpoint = 4000;"
+             PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES};"
         ))
         .map_err(|e| db_err(&path, e))?;
         if options.verify_on_open {
