@@ -188,3 +188,63 @@ mod tests {
         assert!(delays.summary().max_ms < 0.01);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The definition, computed the slow way: for each acknowledgement, the first update
+    /// (in arrival order) whose sold count reaches the cumulative tickets acknowledged by
+    /// then.
+    fn naive(acks: &[(u64, u64)], updates: &[(u64, u64)]) -> (Vec<u64>, u64) {
+        let mut sorted = acks.to_vec();
+        sorted.sort_by_key(|(at, _)| *at);
+        let mut delays = Vec::new();
+        let mut missed = 0;
+        let mut cumulative = 0;
+        for (at, tickets) in sorted {
+            cumulative += tickets;
+            match updates.iter().find(|(_, sold)| *sold >= cumulative) {
+                Some((seen, _)) => delays.push(seen.saturating_sub(at)),
+                None => missed += 1,
+            }
+        }
+        (delays, missed)
+    }
+
+    proptest! {
+        #[test]
+        fn matches_the_definition(
+            acks in proptest::collection::vec((0u64..1000, 1u64..5), 0..60),
+            steps in proptest::collection::vec((0u64..50, 0u64..6), 0..60),
+        ) {
+            // Updates arrive in time order with a sold count that never decreases.
+            let mut updates = Vec::new();
+            let (mut at, mut sold) = (0, 0);
+            for (dt, dsold) in steps {
+                at += dt;
+                sold += dsold;
+                updates.push((at, sold));
+            }
+            let t0 = Instant::now();
+            let ms = |v: u64| t0 + Duration::from_millis(v);
+            let mut timed: Vec<(Instant, u64)> = acks.iter().map(|(a, t)| (ms(*a), *t)).collect();
+            let log = SubscriberLog {
+                updates: updates.iter().map(|(a, s)| (ms(*a), *s)).collect(),
+                last_available: None,
+                error: None,
+            };
+            let mut fast = Latencies::new();
+            let missed = update_delays(&mut timed, &log, &mut fast);
+            let (expected, expected_missed) = naive(&acks, &updates);
+            prop_assert_eq!(missed, expected_missed);
+            prop_assert_eq!(fast.len(), expected.len() as u64);
+            let mut slow = Latencies::new();
+            for delay in expected {
+                if delay == 0 { slow.record_zero() } else { slow.record(Duration::from_millis(delay)) }
+            }
+            prop_assert_eq!(fast.summary(), slow.summary());
+        }
+    }
+}
