@@ -22,7 +22,7 @@ use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use commands::{AccountService, CommandConfig, CommandService, OrderLocator, SystemClock};
 use domain::{EventId, OrderId};
-use notifier::{Notifier, NotifierConfig, NotifierHandle};
+use notifier::{Notifier, NotifierHandle};
 use payments::{HttpSink, ReplayGuard, SimulatedProvider, SimulatorConfig};
 use projections::{ReadSide, ReadSideOptions};
 use secrecy::{ExposeSecret, SecretString};
@@ -32,10 +32,11 @@ use tokio::net::TcpListener;
 
 use crate::{
     auth::{JwtCodec, PasswordHasher},
-    config::ServiceConfig,
+    config::{ServiceConfig, SmtpSettings},
     error::ApiError,
     graphql::SchemaLimits,
     http::{HttpOptions, HttpService},
+    printable,
     rate_limit::RateLimits,
     schema::{self, Services},
 };
@@ -88,6 +89,10 @@ pub struct AppConfig {
     /// How long a hold lasts unless paid, for example `10m`.
     #[arg(long, env = "TICKETING_HOLD_TTL", default_value = "10m", value_parser = humantime::parse_duration)]
     pub hold_ttl: Duration,
+
+    /// Email delivery of the in-process notifier.
+    #[command(flatten)]
+    pub smtp: SmtpSettings,
 }
 
 impl AppConfig {
@@ -104,6 +109,7 @@ impl AppConfig {
             admin_password: None,
             notifier: NotifierMode::InProcess,
             hold_ttl: Duration::from_secs(600),
+            smtp: SmtpSettings::default(),
         }
     }
 }
@@ -223,7 +229,9 @@ impl Application {
         let notifier = match config.notifier {
             NotifierMode::InProcess => Some(
                 Notifier::start(
-                    NotifierConfig::new(config.service.data_dir.join(NOTIFIER_DB)),
+                    config
+                        .smtp
+                        .notifier_config(config.service.data_dir.join(NOTIFIER_DB)),
                     Arc::clone(&store),
                 )
                 .await
@@ -291,6 +299,7 @@ impl Application {
             HttpOptions::from_config(&config.service),
         )
         .payment_webhook(webhook_handler(commands, webhook_secret))
+        .routes(printable::router(Arc::clone(&services)))
         .build()?;
         http.readiness().set_ready(true);
 

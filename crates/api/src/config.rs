@@ -208,6 +208,118 @@ impl ServiceConfig {
     }
 }
 
+/// The sender used when none is configured.
+pub const DEFAULT_SMTP_FROM: &str = "Ticketing <no-reply@ticketing.invalid>";
+
+/// SMTP settings of the notifier's email channel, shared by `ticketing serve` and
+/// `ticketing notifier`.
+///
+/// Without a host no email is sent: email notifications wait in the notifier's outbox
+/// and go out once a host is configured.
+#[derive(Debug, Clone, Args)]
+pub struct SmtpSettings {
+    /// SMTP server host name; email is sent only when it is set.
+    #[arg(long, env = "TICKETING_SMTP_HOST")]
+    pub smtp_host: Option<String>,
+
+    /// SMTP server port; by default 25, 587 or 465 for `--smtp-tls` none, starttls or tls.
+    #[arg(long, env = "TICKETING_SMTP_PORT")]
+    pub smtp_port: Option<u16>,
+
+    /// Transport security: `none` (local relays only), `starttls` or `tls`.
+    #[arg(long, env = "TICKETING_SMTP_TLS", default_value = "starttls", value_parser = parse_smtp_tls)]
+    pub smtp_tls: SmtpTlsMode,
+
+    /// User name for SMTP authentication, with `--smtp-password`.
+    #[arg(long, env = "TICKETING_SMTP_USERNAME", requires = "smtp_password")]
+    pub smtp_username: Option<String>,
+
+    /// Password for SMTP authentication, with `--smtp-username`.
+    #[arg(
+        long,
+        env = "TICKETING_SMTP_PASSWORD",
+        hide_env_values = true,
+        value_parser = parse_secret,
+        requires = "smtp_username",
+    )]
+    pub smtp_password: Option<SecretString>,
+
+    /// The `From` of every email, for example `Ticketing <no-reply@tickets.example>`.
+    #[arg(long, env = "TICKETING_SMTP_FROM", default_value = DEFAULT_SMTP_FROM)]
+    pub smtp_from: String,
+}
+
+/// The notifier's TLS mode as a flag value (a newtype, so that `Default` and clap's
+/// parsing live here rather than in the notifier).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SmtpTlsMode(pub notifier::SmtpTls);
+
+fn parse_smtp_tls(value: &str) -> Result<SmtpTlsMode, String> {
+    value
+        .parse::<notifier::SmtpTls>()
+        .map(SmtpTlsMode)
+        .map_err(|_| format!("expected none, starttls or tls, got {value:?}"))
+}
+
+impl Default for SmtpSettings {
+    /// No host (email off), STARTTLS, the default sender.
+    fn default() -> Self {
+        Self {
+            smtp_host: None,
+            smtp_port: None,
+            smtp_tls: SmtpTlsMode::default(),
+            smtp_username: None,
+            smtp_password: None,
+            smtp_from: DEFAULT_SMTP_FROM.to_owned(),
+        }
+    }
+}
+
+impl SmtpSettings {
+    /// The notifier's SMTP configuration, or `None` when no host is set.
+    pub fn smtp_config(&self) -> Option<notifier::SmtpConfig> {
+        let host = self.smtp_host.as_deref().map(str::trim)?;
+        if host.is_empty() {
+            return None;
+        }
+        let tls = self.smtp_tls.0;
+        let port = self.smtp_port.unwrap_or(match tls {
+            notifier::SmtpTls::None => 25,
+            notifier::SmtpTls::StartTls => 587,
+            notifier::SmtpTls::Tls => 465,
+        });
+        let mut config = notifier::SmtpConfig::plain(host, port, self.smtp_from.clone());
+        config.tls = tls;
+        config.credentials = match (&self.smtp_username, &self.smtp_password) {
+            (Some(user), Some(password)) => {
+                Some((user.clone(), password.expose_secret().to_owned()))
+            }
+            _ => None,
+        };
+        Some(config)
+    }
+
+    /// The notifier's configuration around its database, with these SMTP settings; says
+    /// once in the log when email is off, since notifications then pile up unsent.
+    pub fn notifier_config(&self, database: impl Into<PathBuf>) -> notifier::NotifierConfig {
+        let mut config = notifier::NotifierConfig::new(database);
+        config.smtp = self.smtp_config();
+        match &config.smtp {
+            Some(smtp) => tracing::info!(
+                host = %smtp.host,
+                port = smtp.port,
+                tls = ?smtp.tls,
+                "email is sent through SMTP"
+            ),
+            None => tracing::warn!(
+                "no SMTP host configured (--smtp-host / TICKETING_SMTP_HOST): emails are kept \
+                 in the outbox until a host is configured"
+            ),
+        }
+        config
+    }
+}
+
 fn validate_cors_origins(origins: &[String]) -> Result<(), ConfigProblem> {
     if origins.iter().any(|origin| origin == "*") {
         return if origins.len() == 1 {
@@ -592,6 +704,96 @@ mod tests {
         ] {
             assert_eq!(bad.parse::<RateSpec>(), Err(RateSpecError), "{bad}");
         }
+    }
+
+    #[derive(Debug, Parser)]
+    struct SmtpCli {
+        #[command(flatten)]
+        smtp: SmtpSettings,
+    }
+
+    fn parse_smtp(args: &[&str]) -> Result<SmtpSettings, clap::Error> {
+        SmtpCli::try_parse_from(std::iter::once("ticketing").chain(args.iter().copied()))
+            .map(|cli| cli.smtp)
+    }
+
+    #[test]
+    fn smtp_is_off_without_a_host() {
+        if std::env::vars().any(|(k, _)| k.starts_with("TICKETING_SMTP")) {
+            return;
+        }
+        let settings = parse_smtp(&[]).expect("defaults parse");
+        assert_eq!(settings.smtp_config(), None);
+        assert_eq!(SmtpSettings::default().smtp_config(), None);
+        let blank = parse_smtp(&["--smtp-host", "  "]).expect("parses");
+        assert_eq!(blank.smtp_config(), None);
+        assert!(
+            SmtpSettings::default()
+                .notifier_config("n.db")
+                .smtp
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn smtp_flags_reach_the_notifier_config() {
+        let settings = parse_smtp(&[
+            "--smtp-host",
+            "mail.example",
+            "--smtp-tls",
+            "TLS",
+            "--smtp-username",
+            "mailer",
+            "--smtp-password",
+            "smtp-secret-value",
+            "--smtp-from",
+            "Box Office <box@tickets.example>",
+        ])
+        .expect("parses");
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("smtp-secret-value"), "{debug}");
+        let smtp = settings.notifier_config("n.db").smtp.expect("email on");
+        assert_eq!(smtp.host, "mail.example");
+        assert_eq!(smtp.port, 465);
+        assert_eq!(smtp.tls, notifier::SmtpTls::Tls);
+        assert_eq!(
+            smtp.credentials,
+            Some(("mailer".to_owned(), "smtp-secret-value".to_owned()))
+        );
+        assert_eq!(smtp.sender, "Box Office <box@tickets.example>");
+
+        let plain = parse_smtp(&[
+            "--smtp-host",
+            "h",
+            "--smtp-tls",
+            "none",
+            "--smtp-port",
+            "2525",
+        ])
+        .expect("parses")
+        .smtp_config()
+        .expect("email on");
+        assert_eq!((plain.port, plain.tls), (2525, notifier::SmtpTls::None));
+        let default_port = parse_smtp(&["--smtp-host", "h", "--smtp-tls", "starttls"])
+            .expect("parses")
+            .smtp_config()
+            .expect("email on");
+        assert_eq!(default_port.port, 587);
+    }
+
+    #[test]
+    fn bad_smtp_flags_are_clear_errors() {
+        let err = parse_smtp(&["--smtp-tls", "ssl"]).expect_err("unknown mode");
+        assert!(err.to_string().contains("none, starttls or tls"), "{err}");
+        assert!(parse_smtp(&["--smtp-port", "70000"]).is_err());
+        assert!(
+            parse_smtp(&["--smtp-username", "u"]).is_err(),
+            "password required"
+        );
+        assert!(
+            parse_smtp(&["--smtp-password", "p"]).is_err(),
+            "username required"
+        );
     }
 
     proptest! {

@@ -11,6 +11,7 @@
 //! | `GET /readyz` | readiness: 200 once the caller marks the service ready ([`Readiness`]) |
 //! | `GET /metrics` | Prometheus metrics of the whole process |
 //! | `POST /webhooks/payments` | the payment provider's webhook, when the caller supplies a handler |
+//! | `GET /tickets/{id}.pdf` | a printable ticket, when the caller adds [`crate::printable::router`] |
 //!
 //! Around every route: a request id (`x-request-id`, taken from the client when well formed,
 //! otherwise generated, and echoed in the response), a tracing span carrying it, request
@@ -267,6 +268,8 @@ pub struct HttpServiceBuilder<E> {
     options: HttpOptions,
     /// The payment webhook route, when the payments integration supplies one.
     payment_webhook: Option<Router>,
+    /// Further routes of the application (printable tickets), behind the same layers.
+    routes: Vec<Router>,
     /// Shared with whoever decides when the service is ready.
     readiness: Readiness,
 }
@@ -281,6 +284,14 @@ impl<E: Executor> HttpServiceBuilder<E> {
         T: 'static,
     {
         self.payment_webhook = Some(Router::new().route("/webhooks/payments", post(handler)));
+        self
+    }
+
+    /// Serves `routes` beside the GraphQL routes, behind the same middleware (request id,
+    /// tracing, metrics, panic guard, CORS, body limit). They authenticate on their own.
+    #[must_use]
+    pub fn routes(mut self, routes: Router) -> Self {
+        self.routes.push(routes);
         self
     }
 
@@ -317,6 +328,9 @@ impl<E: Executor> HttpServiceBuilder<E> {
             .with_state(state);
         if let Some(webhook) = self.payment_webhook {
             router = router.merge(webhook);
+        }
+        for routes in self.routes {
+            router = router.merge(routes);
         }
 
         let cors = cors_layer(&self.options.cors_origins)?;
@@ -387,6 +401,7 @@ impl HttpService {
             rate_limits,
             options,
             payment_webhook: None,
+            routes: Vec::new(),
             readiness: Readiness::default(),
         }
     }

@@ -20,6 +20,7 @@
 //! * [`graphql`]: the query limits and error extension every schema is built with.
 //! * [`http`]: the axum router (GraphQL, GraphiQL, WebSocket subscriptions, health,
 //!   readiness, metrics, payment webhook hook) and graceful serving.
+//! * [`printable`]: `GET /tickets/{id}.pdf`, a ticket as a printable PDF.
 //! * [`telemetry`]: `tracing` setup, text or JSON.
 //!
 //! A typical start, once a schema exists:
@@ -47,6 +48,7 @@ pub mod context;
 pub mod error;
 pub mod graphql;
 pub mod http;
+pub mod printable;
 pub mod rate_limit;
 pub mod schema;
 pub mod telemetry;

@@ -3,8 +3,8 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use api::ServiceConfig;
-use notifier::{Notifier, NotifierConfig};
+use api::{ServiceConfig, config::SmtpSettings};
+use notifier::Notifier;
 
 /// Run the notifier on its own.
 #[derive(Debug, clap::Args)]
@@ -21,6 +21,9 @@ pub struct Args {
     /// Log line format.
     #[arg(long, env = "TICKETING_LOG_FORMAT", value_enum, default_value_t = api::config::LogFormat::Text)]
     log_format: api::config::LogFormat,
+    /// Email delivery.
+    #[command(flatten)]
+    smtp: SmtpSettings,
 }
 
 /// Runs until Ctrl-C or SIGTERM.
@@ -43,7 +46,8 @@ pub async fn run(args: Args) -> ExitCode {
         }
     };
     let notifier = match Notifier::start(
-        NotifierConfig::new(api::app::notifier_db(&args.data_dir)),
+        args.smtp
+            .notifier_config(api::app::notifier_db(&args.data_dir)),
         store.clone(),
     )
     .await

@@ -416,23 +416,14 @@ pub struct Ticket {
     pub checked_in_at: Option<DateTime<Utc>>,
     /// The signed code the door scans (its QR code's content).
     pub code: String,
+    /// Path of the printable PDF ticket on this service (`Authorization: Bearer` needed).
+    pub pdf_url: String,
 }
 
 impl Ticket {
     /// The ticket of a view, with its signed code.
     pub fn new(view: TicketView, signer: &signature::TicketCodeSigner) -> Self {
-        let mut secret = [0u8; 16];
-        // Secrets are 32 hex characters; anything else gets a code no door accepts.
-        if let Ok(bytes) = hex::decode(&view.secret)
-            && bytes.len() == secret.len()
-        {
-            secret.copy_from_slice(&bytes);
-        }
-        let code = signer.issue(&signature::TicketClaims {
-            ticket_id: view.ticket_id.as_uuid(),
-            event_id: view.event_id.as_uuid(),
-            secret,
-        });
+        let code = ticket_code(&view, signer);
         let (status, checked_in_at) = match view.status {
             DomainTicketStatus::Valid => (TicketStatus::Valid, None),
             DomainTicketStatus::CheckedIn { at } => (TicketStatus::CheckedIn, Some(at)),
@@ -447,8 +438,25 @@ impl Ticket {
             status,
             checked_in_at,
             code,
+            pdf_url: crate::printable::pdf_path(&view.ticket_id.to_string()),
         }
     }
+}
+
+/// The signed code of a ticket: what its QR code holds, on screen and on paper.
+pub fn ticket_code(view: &TicketView, signer: &signature::TicketCodeSigner) -> String {
+    let mut secret = [0u8; 16];
+    // Secrets are 32 hex characters; anything else gets a code no door accepts.
+    if let Ok(bytes) = hex::decode(&view.secret)
+        && bytes.len() == secret.len()
+    {
+        secret.copy_from_slice(&bytes);
+    }
+    signer.issue(&signature::TicketClaims {
+        ticket_id: view.ticket_id.as_uuid(),
+        event_id: view.event_id.as_uuid(),
+        secret,
+    })
 }
 
 /// A user account.
