@@ -263,7 +263,8 @@ impl CommandService {
     }
 
     /// Holds and pays in one call: a hold, then [`CommandService::pay`]. A retry with the
-    /// same idempotency key finds the same order and never charges twice.
+    /// same idempotency key finds the same order and never charges twice; once the order is
+    /// paid, a retry answers it as the first attempt did (also after a restart).
     pub async fn purchase(
         &self,
         ctx: &RequestContext,
@@ -272,51 +273,35 @@ impl CommandService {
         selection: Selection,
         token: &str,
     ) -> Result<Receipt<PayOutcome>, CommandError> {
-        let quantity = match &selection {
-            Selection::Quantity { quantity } => u32::try_from(*quantity).unwrap_or(0),
-            Selection::Seats { seats } => u32::try_from(seats.len()).unwrap_or(0),
-        };
         let held = self.hold(ctx, event_id, tier_id, selection).await?;
-        let InventoryOutcome::Held {
-            order_id,
-            expires_at,
-            total,
-        } = held.outcome
-        else {
+        let InventoryOutcome::Held { order_id, .. } = held.outcome else {
             return Err(CommandError::Unavailable(format!(
                 "a hold answered {:?}",
                 held.outcome
             )));
         };
-        let Some(user_id) = ctx.actor.user_id() else {
+        if ctx.actor.user_id().is_none() {
             return Err(Rejection::forbidden("only a signed-in user can buy tickets").into());
-        };
+        }
         let pay_ctx = RequestContext {
             actor: ctx.actor.clone(),
             idempotency_key: derived_key("pay", &ctx.idempotency_key),
             correlation_id: ctx.correlation_id,
         };
-        // The hold's answer says what paying needs; no second trip to the actor. (For a
-        // retried purchase whose order has moved on, the confirmation decides: a paid order
-        // answers its tickets, a lapsed one gets its money back.)
-        let order = OrderView {
-            order_id,
-            user_id,
-            tier_id,
-            quantity,
-            seats: Vec::new(),
-            status: OrderStatus::Held,
-            expires_at,
-            total,
-            tickets: Vec::new(),
-            refunds: Vec::new(),
-        };
+        // A retried purchase finds the hold its first attempt made, which may be paid by
+        // now (also before a restart, when the provider no longer knows the charge): paying
+        // decides from the order as it stands, not from the hold's answer.
+        let order = self
+            .read(event_id, move |inv| inv.order(order_id))
+            .await?
+            .ok_or_else(|| Rejection::not_found("order", order_id))?;
         self.pay_order(&pay_ctx, event_id, order, token).await
     }
 
     /// Pays a held order with a payment token: charges the provider (idempotently per
     /// order, outside the actor, within the payment timeout), then confirms the order on
     /// success, releases the hold on a decline or timeout, or keeps it for the webhook.
+    /// An order that is already paid is answered with its tickets and charged nothing.
     pub async fn pay(
         &self,
         ctx: &RequestContext,
@@ -360,6 +345,24 @@ impl CommandService {
         token: &str,
     ) -> Result<Receipt<PayOutcome>, CommandError> {
         let order_id = order.order_id;
+        if order.status == OrderStatus::Paid
+            && let Some(paid) = self.confirmation_of(event_id, order_id).await?
+        {
+            // A retry of a payment that went through: answer it without charging again.
+            // The provider's per-order idempotency cannot be relied on here, since it may not
+            // know the first charge any more (a restart of a provider without a durable
+            // ledger); confirming a new charge would only refund it as a duplicate. An
+            // order paid only in the actor's undecided state has no stored confirmation
+            // yet: its payment is being confirmed in this process, and charging again
+            // gets the same charge from the provider, which confirms nothing twice.
+            return Ok(Receipt {
+                outcome: PayOutcome::Confirmed {
+                    order_id,
+                    tickets: paid.tickets,
+                },
+                position: paid.position,
+            });
+        }
         if order.total.amount_minor == 0 {
             // Free tickets: nothing to charge, the order is confirmed as it is.
             let reference = format!("free-{order_id}");
@@ -803,22 +806,50 @@ impl CommandService {
         event_id: EventId,
         order_id: OrderId,
     ) -> Result<Option<String>, CommandError> {
+        Ok(self
+            .confirmation_of(event_id, order_id)
+            .await?
+            .map(|paid| paid.payment_ref))
+    }
+
+    /// How an order was paid, from its durable `OrderConfirmed` in the event's stream
+    /// (`None` while it is not stored).
+    async fn confirmation_of(
+        &self,
+        event_id: EventId,
+        order_id: OrderId,
+    ) -> Result<Option<StoredConfirmation>, CommandError> {
         let stream = stream_name(event_id)?;
+        let mut found: Option<StoredConfirmation> = None;
         let mut from = 0;
         loop {
             let page = self.inner.store.read_stream(&stream, from, 4096).await?;
             for recorded in &page {
-                if recorded.event_type == "OrderConfirmed"
-                    && let domain::inventory::InventoryEvent::OrderConfirmed(c) =
-                        codec::decode(recorded)?
-                    && c.order_id == order_id
-                {
-                    return Ok(Some(c.payment_ref));
+                match &mut found {
+                    None if recorded.event_type == "OrderConfirmed" => {
+                        if let domain::inventory::InventoryEvent::OrderConfirmed(c) =
+                            codec::decode(recorded)?
+                            && c.order_id == order_id
+                        {
+                            found = Some(StoredConfirmation {
+                                payment_ref: c.payment_ref,
+                                tickets: c.tickets.iter().map(|t| t.ticket_id).collect(),
+                                position: recorded.position,
+                            });
+                        }
+                    }
+                    // The decision that confirmed ends with its idempotency record: its
+                    // position is the one the first answer carried.
+                    Some(paid) if recorded.event_type == "InventoryCommandAccepted" => {
+                        paid.position = recorded.position;
+                        return Ok(found);
+                    }
+                    _ => {}
                 }
             }
             match page.last() {
                 Some(last) if page.len() == 4096 => from = last.version + 1,
-                _ => return Ok(None),
+                _ => return Ok(found),
             }
         }
     }
@@ -904,6 +935,16 @@ struct RecordedRefund {
     /// The provider's id of the refund.
     refund_id: String,
     /// Where its `RefundIssued` (or the first record of it) was stored.
+    position: Position,
+}
+
+/// An order's stored payment: what its first confirmation recorded.
+struct StoredConfirmation {
+    /// The provider's reference of the payment that paid the order.
+    payment_ref: String,
+    /// The tickets the confirmation issued.
+    tickets: Vec<TicketId>,
+    /// Where the confirmation was stored.
     position: Position,
 }
 
