@@ -32,6 +32,9 @@ use crate::{context::RequestContext, error::ApiError};
 /// What a user may do. A user holds one or more roles.
 #[derive(async_graphql::Enum, Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+// The domain's role cannot derive GraphQL types (the domain knows no web crate); `remote`
+// generates the conversions both ways, so the two can never drift apart.
+#[graphql(remote = "domain::aggregate::Role")]
 pub enum Role {
     /// Runs the platform: grants roles, sees every event.
     Admin,

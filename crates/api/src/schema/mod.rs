@@ -159,22 +159,12 @@ pub(crate) fn actor_of(user: &AuthUser) -> Actor {
 
 /// The domain role of an API role.
 pub(crate) fn domain_role(role: Role) -> domain::aggregate::Role {
-    match role {
-        Role::Admin => domain::aggregate::Role::Admin,
-        Role::Organizer => domain::aggregate::Role::Organizer,
-        Role::Operator => domain::aggregate::Role::Operator,
-        Role::Customer => domain::aggregate::Role::Customer,
-    }
+    role.into()
 }
 
 /// The API role of a domain role.
 pub(crate) fn api_role(role: domain::aggregate::Role) -> Role {
-    match role {
-        domain::aggregate::Role::Admin => Role::Admin,
-        domain::aggregate::Role::Organizer => Role::Organizer,
-        domain::aggregate::Role::Operator => Role::Operator,
-        domain::aggregate::Role::Customer => Role::Customer,
-    }
+    role.into()
 }
 
 /// A command context for `actor`: the client's idempotency key (or a fresh one, for
