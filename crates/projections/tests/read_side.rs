@@ -353,6 +353,16 @@ async fn a_projection_failing_on_an_event_names_it_and_the_others_go_on() {
     assert!(side.accounts().by_id(user).is_some());
     let err = side.wait_for(after, WAIT).await.unwrap_err();
     assert_eq!(err.code(), "PROJECTION_STOPPED");
+    // Projections run independently: wait for each one to reach the bad event and stop,
+    // rather than reading a status that another projection's stop made the wait return early.
+    let names: Vec<&str> = side.status().into_iter().map(|s| s.name).collect();
+    for name in names.into_iter().filter(|n| *n != "accounts") {
+        let err = side
+            .wait_for_projection(name, after, WAIT)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "PROJECTION_STOPPED", "{name}");
+    }
     for s in side.status() {
         if s.name == "accounts" {
             assert_eq!(s.state, ProjectionState::Live);
