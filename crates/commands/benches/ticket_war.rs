@@ -221,6 +221,9 @@ fn peak_rss_kib() -> Option<u64> {
 
 fn main() {
     let quick = std::env::var_os("BENCH_QUICK").is_some();
+    // BENCH_ONLY=hot|events|memory runs one part (for profiling).
+    let only = std::env::var("BENCH_ONLY").ok();
+    let runs = |part: &str| only.as_deref().is_none_or(|o| o == part);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -231,11 +234,13 @@ fn main() {
             "durable purchases on SQLite (synchronous=FULL), {} cores",
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
-        for (buyers, total) in [
-            (1usize, 500u64 * scale),
-            (64, 10_000 * scale),
-            (1024, 25_000 * scale),
-        ] {
+        let hot: &[(usize, u64)] = if runs("hot") {
+            &[(1, 500), (64, 10_000), (1024, 25_000)]
+        } else {
+            &[]
+        };
+        for &(buyers, total) in hot {
+            let total = total * scale;
             let s = setup().await;
             let event = published_event(&s.service, 1_000_000).await;
             let figures = war(&s.service, &[event], buyers, total).await;
@@ -250,7 +255,7 @@ fn main() {
             );
             s.service.stop();
         }
-        {
+        if runs("events") {
             let s = setup().await;
             let mut events = Vec::new();
             for _ in 0..100 {
@@ -259,6 +264,9 @@ fn main() {
             let figures = war(&s.service, &events, 1024, 25_000 * scale).await;
             figures.print("100 events, 1024 buyers");
             s.service.stop();
+        }
+        if !runs("memory") {
+            return;
         }
         // Memory of idle loaded actors: events with 1,000 sold tickets each.
         let s = setup().await;
