@@ -49,7 +49,17 @@ use crate::codec;
 use crate::error::{CommandError, Receipt};
 
 /// What a command sent to an inventory actor answers.
-pub type CommandReply = Result<Receipt<InventoryOutcome>, CommandError>;
+pub type CommandReply = Result<Answered, CommandError>;
+
+/// A command's durable answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answered {
+    /// The outcome and the position to wait for.
+    pub receipt: Receipt<InventoryOutcome>,
+    /// The command wrote nothing: an idempotent retry answered from the record of its
+    /// first attempt (whose effects may since have been followed by others).
+    pub replayed: bool,
+}
 
 /// Tuning of inventory actors.
 #[derive(Clone, Debug)]
@@ -86,8 +96,9 @@ pub type ReadFn = Box<dyn FnOnce(&Inventory) + Send>;
 pub enum InventoryMsg {
     /// Decide a command and answer once its events are durable.
     Execute {
-        /// The command (boxed: it is much larger than the other messages).
-        cmd: Box<Command<InventoryCommand>>,
+        /// The command (shared: the caller keeps it to send it again if the actor stops
+        /// with it inside, without copying it for every send).
+        cmd: Arc<Command<InventoryCommand>>,
         /// Where the answer goes.
         reply: RpcReplyPort<CommandReply>,
     },
@@ -149,13 +160,15 @@ pub struct InventoryActor;
 /// A command waiting for its answer.
 struct Entry {
     /// The command, kept to decide it again after a failed append.
-    cmd: Box<Command<InventoryCommand>>,
+    cmd: Arc<Command<InventoryCommand>>,
     /// Where the answer goes; `None` for commands the actor gave itself (expiries).
     reply: Option<RpcReplyPort<CommandReply>>,
     /// Failed appends this command was part of.
     attempts: u32,
     /// What the decision said (sent once durable).
     decided: Result<InventoryOutcome, Rejection>,
+    /// The decision was accepted without events (answered from the idempotency record).
+    replayed: bool,
     /// Index of its first event in the batch.
     start: usize,
     /// How many events it wrote.
@@ -287,6 +300,7 @@ impl Actor for InventoryActor {
                     reply: Some(reply),
                     attempts: 0,
                     decided: Ok(InventoryOutcome::Accepted),
+                    replayed: false,
                     start: 0,
                     count: 0,
                 };
@@ -357,7 +371,10 @@ impl InventoryState {
     /// Decides one command against the speculative state and queues its answer.
     fn decide(&mut self, mut entry: Entry) {
         let decision = match self.inventory.decide(&entry.cmd) {
-            Ok(d) => d,
+            Ok(d) => {
+                entry.replayed = d.events.is_empty();
+                d
+            }
             Err(rejection) => {
                 entry.decided = Err(rejection);
                 self.enqueue(entry, Vec::new(), 0);
@@ -409,13 +426,7 @@ impl InventoryState {
     /// could depend on is pending).
     fn enqueue(&mut self, mut entry: Entry, events: Vec<NewEvent>, bytes: usize) {
         if events.is_empty() && self.in_flight.is_none() && self.queued.is_empty() {
-            let position = self.position;
-            let result = entry
-                .decided
-                .map(|outcome| Receipt { outcome, position })
-                .map_err(CommandError::Rejected);
-            record_outcome(&result);
-            answer(entry.reply, result);
+            finish(entry, self.position);
             return;
         }
         let fits = self.queued.back().is_some_and(|b| {
@@ -464,14 +475,8 @@ impl InventoryState {
         while let Some(mut batch) = self.queued.pop_front() {
             if batch.events.is_empty() {
                 // Only answers that wait for nothing any more.
-                let position = self.position;
                 for entry in batch.entries {
-                    let result = entry
-                        .decided
-                        .map(|outcome| Receipt { outcome, position })
-                        .map_err(CommandError::Rejected);
-                    record_outcome(&result);
-                    answer(entry.reply, result);
+                    finish(entry, self.position);
                 }
                 continue;
             }
@@ -520,12 +525,7 @@ impl InventoryState {
                             .copied()
                             .unwrap_or(appended.last_position());
                     }
-                    let result = entry
-                        .decided
-                        .map(|outcome| Receipt { outcome, position })
-                        .map_err(CommandError::Rejected);
-                    record_outcome(&result);
-                    answer(entry.reply, result);
+                    finish(entry, position);
                 }
                 self.position = appended.last_position();
                 self.submit(myself);
@@ -600,7 +600,7 @@ impl InventoryState {
             let Ok(idempotency_key) = IdempotencyKey::parse(&key) else {
                 continue;
             };
-            let cmd = Box::new(Command::new(
+            let cmd = Arc::new(Command::new(
                 CommandMeta {
                     idempotency_key,
                     actor: DomainActor::System,
@@ -614,6 +614,7 @@ impl InventoryState {
                 reply: None,
                 attempts: 0,
                 decided: Ok(InventoryOutcome::Accepted),
+                replayed: false,
                 start: 0,
                 count: 0,
             });
@@ -646,6 +647,20 @@ impl InventoryState {
         self.timer_at = Some(earliest);
         myself.send_after(wait, || InventoryMsg::ExpireDue);
     }
+}
+
+/// Answers a decided command whose events (if any) are durable up to `position`.
+fn finish(entry: Entry, position: Position) {
+    let replayed = entry.replayed;
+    let result = entry
+        .decided
+        .map(|outcome| Answered {
+            receipt: Receipt { outcome, position },
+            replayed,
+        })
+        .map_err(CommandError::Rejected);
+    record_outcome(&result);
+    answer(entry.reply, result);
 }
 
 fn reply_now(entry: Entry, error: CommandError) {

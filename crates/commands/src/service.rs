@@ -18,12 +18,11 @@ use payments::{
     ChargeOutcome, ChargeRequest, DeclineReason, PaymentError, PaymentPort, RefundRequest,
     WebhookEvent, WebhookEventType, charge_within,
 };
-use ractor::MessagingErr;
 use store::{EventStore, Position};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::actor::{ActorConfig, CommandReply, InventoryMsg, stream_name};
+use crate::actor::{ActorConfig, Answered, CommandReply, InventoryMsg, stream_name};
 use crate::clock::Clock;
 use crate::codec;
 use crate::error::{CommandError, Receipt};
@@ -225,6 +224,20 @@ impl CommandService {
         tier_id: TierId,
         selection: Selection,
     ) -> Result<Receipt<InventoryOutcome>, CommandError> {
+        Ok(self
+            .place_hold(ctx, event_id, tier_id, selection)
+            .await?
+            .receipt)
+    }
+
+    /// [`CommandService::hold`], saying whether the hold was placed now or recalled.
+    async fn place_hold(
+        &self,
+        ctx: &RequestContext,
+        event_id: EventId,
+        tier_id: TierId,
+        selection: Selection,
+    ) -> Result<Answered, CommandError> {
         let meta = self.meta(ctx, &ctx.actor)?;
         let order_id = OrderId(self.derive_id("order", ctx));
         let req = HoldRequest {
@@ -233,7 +246,7 @@ impl CommandService {
             selection,
             expires_at: meta.now + self.inner.config.hold_ttl,
         };
-        self.send(
+        self.send_answered(
             event_id,
             Command::new(meta, InventoryCommand::PlaceHold(req)),
         )
@@ -273,28 +286,52 @@ impl CommandService {
         selection: Selection,
         token: &str,
     ) -> Result<Receipt<PayOutcome>, CommandError> {
-        let held = self.hold(ctx, event_id, tier_id, selection).await?;
-        let InventoryOutcome::Held { order_id, .. } = held.outcome else {
+        let quantity = match &selection {
+            Selection::Quantity { quantity } => u32::try_from(*quantity).unwrap_or(0),
+            Selection::Seats { seats } => u32::try_from(seats.len()).unwrap_or(0),
+        };
+        let held = self.place_hold(ctx, event_id, tier_id, selection).await?;
+        let InventoryOutcome::Held {
+            order_id,
+            expires_at,
+            total,
+        } = held.receipt.outcome
+        else {
             return Err(CommandError::Unavailable(format!(
                 "a hold answered {:?}",
-                held.outcome
+                held.receipt.outcome
             )));
         };
-        if ctx.actor.user_id().is_none() {
+        let Some(user_id) = ctx.actor.user_id() else {
             return Err(Rejection::forbidden("only a signed-in user can buy tickets").into());
-        }
+        };
         let pay_ctx = RequestContext {
             actor: ctx.actor.clone(),
             idempotency_key: derived_key("pay", &ctx.idempotency_key),
             correlation_id: ctx.correlation_id,
         };
-        // A retried purchase finds the hold its first attempt made, which may be paid by
-        // now (also before a restart, when the provider no longer knows the charge): paying
-        // decides from the order as it stands, not from the hold's answer.
-        let order = self
-            .read(event_id, move |inv| inv.order(order_id))
-            .await?
-            .ok_or_else(|| Rejection::not_found("order", order_id))?;
+        let order = if held.replayed {
+            // A retried purchase finds the hold its first attempt made, which may be paid
+            // by now (also before a restart, when the provider no longer knows the charge):
+            // paying decides from the order as it stands, not from the hold's answer.
+            self.read(event_id, move |inv| inv.order(order_id))
+                .await?
+                .ok_or_else(|| Rejection::not_found("order", order_id))?
+        } else {
+            // Placed just now: a live hold of what was asked for.
+            OrderView {
+                order_id,
+                user_id,
+                tier_id,
+                quantity,
+                seats: Vec::new(),
+                status: OrderStatus::Held,
+                expires_at,
+                total,
+                tickets: Vec::new(),
+                refunds: Vec::new(),
+            }
+        };
         self.pay_order(&pay_ctx, event_id, order, token).await
     }
 
@@ -882,40 +919,34 @@ impl CommandService {
         event_id: EventId,
         cmd: Command<InventoryCommand>,
     ) -> Result<Receipt<InventoryOutcome>, CommandError> {
-        let mut cmd = Box::new(cmd);
+        Ok(self.send_answered(event_id, cmd).await?.receipt)
+    }
+
+    /// [`CommandService::send`], saying whether the command was answered from its record.
+    async fn send_answered(
+        &self,
+        event_id: EventId,
+        cmd: Command<InventoryCommand>,
+    ) -> Result<Answered, CommandError> {
+        let cmd = Arc::new(cmd);
         let allow_new = matches!(cmd.body, InventoryCommand::CreateEvent { .. });
         let attempts = self.inner.config.max_send_attempts.max(1);
-        for attempt in 1..=attempts {
+        for _ in 0..attempts {
             let actor = self.inner.registry.actor_for(event_id, allow_new).await?;
             let (tx, rx) = oneshot::channel::<CommandReply>();
-            let copy = (attempt < attempts).then(|| cmd.clone());
             let sent = actor.send_message(InventoryMsg::Execute {
-                cmd,
+                cmd: cmd.clone(),
                 reply: tx.into(),
             });
-            match sent {
-                Ok(()) => {}
-                Err(MessagingErr::SendErr(InventoryMsg::Execute { cmd: back, .. })) => {
-                    // The actor stopped before the command reached it: a fresh one takes it.
-                    cmd = back;
-                    continue;
-                }
-                Err(_) => match copy {
-                    Some(again) => {
-                        cmd = again;
-                        continue;
-                    }
-                    None => break,
-                },
+            if sent.is_err() {
+                // The actor stopped before the command reached it: a fresh one takes it.
+                continue;
             }
             match tokio::time::timeout(self.inner.config.call_timeout, rx).await {
                 Ok(Ok(reply)) => return reply,
                 // The actor stopped or failed with the command inside; it may or may not
                 // have been stored, and the idempotency key makes sending it again safe.
-                Ok(Err(_)) => match copy {
-                    Some(again) => cmd = again,
-                    None => break,
-                },
+                Ok(Err(_)) => continue,
                 Err(_) => {
                     return Err(CommandError::Unavailable(format!(
                         "the actor of event {event_id} did not answer within {:?}",
