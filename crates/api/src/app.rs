@@ -53,6 +53,10 @@ pub const WEBHOOK_TOLERANCE_SECS: i64 = 300;
 /// File name of the notifier's database inside the data directory.
 pub const NOTIFIER_DB: &str = "notifier.sqlite3";
 
+/// File name of the simulated payment provider's ledger inside the data directory: its
+/// charges and refunds, so that a restart neither forgets nor repeats one.
+pub const PAYMENTS_DB: &str = "payments.sqlite3";
+
 /// Where the notifier runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum NotifierMode {
@@ -193,10 +197,17 @@ impl Application {
         // webhook route.
         let sink = HttpSink::new(format!("http://{}/webhooks/payments", loopback(local_addr)))
             .map_err(|e| anyhow::anyhow!("payment webhook sink: {e}"))?;
-        let payments = Arc::new(SimulatedProvider::new(
-            SimulatorConfig::new(webhook_secret.clone().into_bytes()),
-            Arc::new(sink),
-        ));
+        let data_dir = &config.service.data_dir;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+        let payments = Arc::new(
+            SimulatedProvider::open(
+                SimulatorConfig::new(webhook_secret.clone().into_bytes()),
+                Arc::new(sink),
+                data_dir.join(PAYMENTS_DB),
+            )
+            .context("opening the simulated payment provider's ledger")?,
+        );
         let commands = CommandService::start(
             Arc::clone(&store),
             clock.clone(),

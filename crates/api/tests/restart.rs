@@ -158,3 +158,58 @@ async fn an_order_paid_by_webhook_is_followed_live() {
     assert_eq!(code(&message["payload"]), "NOT_FOUND", "{message}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_payment_providers_books_survive_a_restart_and_nothing_is_charged_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = TestApp::spawn(dir.path()).await;
+    let (_, organizer) = app.with_role("org@example.com", "ORGANIZER").await;
+    let (event, tier) = app.published_event(&organizer, 10).await;
+    let (_, alice) = app.customer("alice@example.com").await;
+    const PURCHASE: &str =
+        "mutation($i: PurchaseTicketsInput!) { purchaseTickets(input: $i) { id status } }";
+    let input = json!({ "i": { "eventId": event, "tierId": tier, "quantity": 2, "paymentToken": "tok_success", "idempotencyKey": "once" } });
+    let first = app.ok(Some(&alice), PURCHASE, input.clone()).await;
+    assert_eq!(first["purchaseTickets"]["status"], "PAID");
+    let order: uuid::Uuid = first["purchaseTickets"]["id"]
+        .as_str()
+        .expect("order")
+        .parse()
+        .expect("uuid");
+    app.stop().await;
+
+    let app = TestApp::spawn(dir.path()).await;
+    let retried = app.ok(Some(&alice), PURCHASE, input).await;
+    assert_eq!(retried, first);
+    app.stop().await;
+
+    // The provider's own books, in the data directory: one charge, for the whole order.
+    let (sink, _webhooks) = payments::ChannelSink::new();
+    let provider = payments::SimulatedProvider::open(
+        payments::SimulatorConfig::new("unused"),
+        std::sync::Arc::new(sink),
+        dir.path().join(api::app::PAYMENTS_DB),
+    )
+    .expect("the ledger opens");
+    let ledger = provider.ledger();
+    assert_eq!(ledger.charges_for(order).len(), 1, "{ledger:?}");
+    assert_eq!(ledger.captured_minor(order), 2 * 4500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_payment_ledger_stops_the_start_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join(api::app::PAYMENTS_DB);
+    std::fs::write(&ledger, b"not a ledger at all, just some bytes").expect("write");
+    let error = match api::Application::build(common::test_config(dir.path())).await {
+        Ok(_) => panic!("the application started on a damaged ledger"),
+        Err(error) => format!("{error:#}"),
+    };
+    assert!(error.contains("payment provider's ledger"), "{error}");
+    assert!(error.contains("not a SQLite database"), "{error}");
+    assert_eq!(
+        std::fs::read(&ledger).expect("read"),
+        b"not a ledger at all, just some bytes",
+        "the file is left as it was"
+    );
+}

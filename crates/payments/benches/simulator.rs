@@ -3,6 +3,8 @@
 //! The simulator sits on the purchase path of every load test, so its own cost per
 //! charge (the idempotency slot, the books, ids) must stay far below the inventory
 //! actor's; `retry` is the cost of answering a charge that was already made.
+//! `new_order_durable` is the same charge on a provider whose books are also written to
+//! a ledger file (`SimulatedProvider::open`), as `ticketing serve` runs it.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -32,6 +34,34 @@ fn charges(c: &mut Criterion) {
         // A fresh provider per sample keeps the books from growing across the run.
         b.iter_custom(|iters| {
             let provider = provider();
+            let requests: Vec<_> = (0..iters)
+                .map(|_| {
+                    ChargeRequest::for_order(Uuid::new_v4(), 4500, "EUR", test_tokens::SUCCESS)
+                })
+                .collect();
+            let start = Instant::now();
+            runtime.block_on(async {
+                for request in requests {
+                    black_box(provider.charge(request).await.expect("charge"));
+                }
+            });
+            start.elapsed()
+        })
+    });
+    group.bench_function("new_order_durable", |b| {
+        // A fresh ledger per sample, for the same reason.
+        b.iter_custom(|iters| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let provider = runtime.block_on(async {
+                let (sink, receiver) = ChannelSink::new();
+                drop(receiver);
+                SimulatedProvider::open(
+                    SimulatorConfig::new("whsec"),
+                    Arc::new(sink),
+                    dir.path().join("payments.sqlite3"),
+                )
+                .expect("ledger")
+            });
             let requests: Vec<_> = (0..iters)
                 .map(|_| {
                     ChargeRequest::for_order(Uuid::new_v4(), 4500, "EUR", test_tokens::SUCCESS)

@@ -4,8 +4,12 @@
 //! * [`port`]: [`PaymentPort`] (`charge`, `refund`), its request and outcome types and
 //!   [`PaymentError`] with stable codes. Both calls are idempotent: an order is charged at
 //!   most once and a charge refunded at most once, whatever the retries and concurrency.
-//! * [`simulator`]: [`SimulatedProvider`], which decides by [`test_tokens`] and keeps an
-//!   in-memory [`Ledger`] of charges and refunds that tests inspect.
+//! * [`simulator`]: [`SimulatedProvider`], which decides by [`test_tokens`] and keeps a
+//!   [`Ledger`] of charges and refunds that tests inspect: in memory only
+//!   ([`SimulatedProvider::new`]), or also in a durable ledger file
+//!   ([`SimulatedProvider::open`]) so that a restart neither forgets nor repeats a charge.
+//! * [`journal`]: that ledger file (SQLite), and [`LedgerError`] for a file that is not a
+//!   ledger or is damaged.
 //! * [`webhook`]: the [`WebhookEvent`] payload (`charge.succeeded`, `charge.failed`,
 //!   `refund.succeeded`), [`parse_webhook`] for the API's `/webhooks/payments` route
 //!   (signature and timestamp first, then parsing), and a bounded [`ReplayGuard`].
@@ -48,11 +52,13 @@
 //! ```
 
 pub mod delivery;
+pub mod journal;
 pub mod port;
 pub mod simulator;
 pub mod webhook;
 
 pub use delivery::{ChannelSink, DeliveryError, HttpSink, WebhookDelivery, WebhookSink};
+pub use journal::LedgerError;
 pub use port::{
     ChargeOutcome, ChargeRequest, DeclineReason, PaymentError, PaymentPort, RefundOutcome,
     RefundReason, RefundRequest, charge_within,

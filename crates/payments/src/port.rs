@@ -197,6 +197,10 @@ pub enum PaymentError {
     /// success arrives later for it.
     #[error("the payment provider did not answer within {0:?}")]
     TimedOut(Duration),
+    /// The provider could not record the request (its books cannot be written), so it made
+    /// nothing of it: no money moved. Retrying the same request may succeed.
+    #[error("the payment provider is unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl PaymentError {
@@ -208,6 +212,7 @@ impl PaymentError {
             PaymentError::UnknownCharge { .. } => "UNKNOWN_CHARGE",
             PaymentError::NotRefundable { .. } => "CHARGE_NOT_REFUNDABLE",
             PaymentError::TimedOut(_) => "PAYMENT_TIMEOUT",
+            PaymentError::Unavailable(_) => "PAYMENT_UNAVAILABLE",
         }
     }
 

@@ -1,7 +1,9 @@
-//! A simulated payment provider: deterministic outcomes chosen by test tokens.
+//! A simulated payment provider: deterministic outcomes chosen by test tokens, with its
+//! books in memory or in a durable ledger file.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -10,6 +12,7 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use crate::delivery::{WebhookDelivery, WebhookSink};
+use crate::journal::{Answer, Inserted, Journal, LedgerError, StoredCharge};
 use crate::port::{
     ChargeOutcome, ChargeRequest, DeclineReason, PaymentError, PaymentPort, RefundOutcome,
     RefundReason, RefundRequest,
@@ -171,7 +174,8 @@ pub struct RefundRecord {
 
 /// The simulated provider's books: every charge and refund, in the order they were made.
 ///
-/// Kept in memory only: a simulation has no money to lose across restarts.
+/// A copy of what the provider holds in memory; a provider opened on a ledger file
+/// ([`SimulatedProvider::open`]) also keeps every entry in the file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ledger {
     /// Every answered charge attempt.
@@ -225,6 +229,9 @@ struct Books {
     charge_at: HashMap<String, usize>,
     /// Position of each charge's refund in `ledger.refunds`.
     refund_at: HashMap<String, usize>,
+    /// The ledger file every entry is written to before it is answered; `None` for a
+    /// provider whose books live in memory only.
+    journal: Option<Journal>,
 }
 
 impl Books {
@@ -256,12 +263,19 @@ impl Books {
     }
 }
 
-/// A payment provider that decides by token, keeps its books in memory and sends signed
-/// webhooks through a [`WebhookSink`]. Cheap to clone; clones share the books.
+/// A payment provider that decides by token, keeps its books and sends signed webhooks
+/// through a [`WebhookSink`]. Cheap to clone; clones share the books.
 ///
-/// Must be used inside a Tokio runtime: pending charges settle on spawned tasks. Its memory
-/// grows with every order charged (a slot and a ledger entry each, a few hundred bytes):
-/// fine for tests and load tests, not for a provider that runs for ever.
+/// [`SimulatedProvider::new`] keeps the books in memory only (tests, benchmarks, load
+/// tests): a restart forgets every charge. [`SimulatedProvider::open`] also keeps them in
+/// a ledger file, as a real provider keeps its idempotency keys: reopened after a crash,
+/// it answers a retried charge or refund with the first answer and charges nothing again.
+///
+/// Must be used inside a Tokio runtime: pending charges settle on spawned tasks, and only
+/// while the provider is alive (a provider reopened on the same ledger settles what was
+/// left pending). Its memory grows with every order charged (a slot and a ledger entry
+/// each, a few hundred bytes): fine for tests and load tests, not for a provider that runs
+/// for ever.
 #[derive(Clone)]
 pub struct SimulatedProvider {
     inner: Arc<Inner>,
@@ -270,8 +284,9 @@ pub struct SimulatedProvider {
 struct Inner {
     /// Tokens' timing and the webhook secret.
     config: SimulatorConfig,
-    /// Where webhooks go.
-    sink: Arc<dyn WebhookSink>,
+    /// Signs and sends webhooks; cloned into the tasks that deliver them, so a slow
+    /// delivery does not keep the provider (and its ledger file) alive.
+    webhooks: Webhooks,
     /// One slot per order ever charged: the request that claimed it (to detect a retry
     /// with other parameters) and the first outcome, which every later call returns. The
     /// cell also makes concurrent calls wait for the one in flight instead of charging.
@@ -297,14 +312,81 @@ impl std::fmt::Debug for SimulatedProvider {
 }
 
 impl SimulatedProvider {
-    /// A provider with empty books that sends its webhooks to `sink`.
+    /// A provider with empty books, kept in memory only, that sends its webhooks to `sink`.
     pub fn new(config: SimulatorConfig, sink: Arc<dyn WebhookSink>) -> Self {
+        Self::with_books(config, sink, Books::default(), HashMap::new())
+    }
+
+    /// A provider whose books are kept in the ledger file at `path` (created when absent),
+    /// starting from everything already in it: a charge or refund made before is answered
+    /// again, never made twice, and a charge left pending settles after the webhook delay.
+    ///
+    /// Refuses a file that is not a ledger, was written by another schema version, or is
+    /// damaged. Blocks while it reads the file; call it at start, inside a Tokio runtime.
+    pub fn open(
+        config: SimulatorConfig,
+        sink: Arc<dyn WebhookSink>,
+        path: impl AsRef<Path>,
+    ) -> Result<Self, LedgerError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(LedgerError::NoRuntime);
+        }
+        let (journal, charges, refunds) = Journal::open(path.as_ref())?;
+        let mut books = Books {
+            journal: Some(journal),
+            ..Books::default()
+        };
+        let mut orders = HashMap::with_capacity(charges.len());
+        let mut pending = Vec::new();
+        for stored in charges {
+            let request = stored.request();
+            if stored.record.status == ChargeStatus::Pending {
+                // Checked when loaded: a pending charge's token settles later.
+                if let Ok(Behaviour::Later(settlement)) = behaviour(&request.token) {
+                    pending.push((stored.record.charge_id.clone(), settlement));
+                }
+            }
+            orders.insert(
+                request.order_id,
+                OrderSlot {
+                    outcome: Arc::new(OnceCell::new_with(Some(stored.outcome()))),
+                    request,
+                },
+            );
+            books.add_charge(stored.record);
+        }
+        for refund in refunds {
+            books.add_refund(refund);
+        }
+        let provider = Self::with_books(config, sink, books, orders);
+        if !pending.is_empty() {
+            tracing::info!(
+                charges = pending.len(),
+                "payment ledger: resuming the settlement of pending charges"
+            );
+        }
+        for (charge_id, settlement) in pending {
+            provider.inner.spawn_settlement(charge_id, settlement);
+        }
+        Ok(provider)
+    }
+
+    fn with_books(
+        config: SimulatorConfig,
+        sink: Arc<dyn WebhookSink>,
+        books: Books,
+        orders: HashMap<Uuid, OrderSlot>,
+    ) -> Self {
+        let webhooks = Webhooks {
+            sink,
+            secret: config.webhook_secret.clone().into(),
+        };
         Self {
             inner: Arc::new(Inner {
                 config,
-                sink,
-                orders: Mutex::new(HashMap::new()),
-                books: Mutex::new(Books::default()),
+                webhooks,
+                orders: Mutex::new(orders),
+                books: Mutex::new(books),
             }),
         }
     }
@@ -336,8 +418,8 @@ impl PaymentPort for SimulatedProvider {
         // If the caller in flight gives up (its future is dropped) before the answer, the
         // next waiter runs the charge instead: nothing was recorded before the answer.
         let outcome = cell
-            .get_or_init(|| Inner::execute(&self.inner, request, behaviour))
-            .await;
+            .get_or_try_init(|| Inner::execute(&self.inner, request, behaviour))
+            .await?;
         Ok(outcome.clone())
     }
 
@@ -373,6 +455,17 @@ impl PaymentPort for SimulatedProvider {
                 currency: charge.currency.clone(),
                 reason: request.reason,
             };
+            if let Some(journal) = &mut books.journal {
+                match journal.insert_refund(&record).map_err(unavailable)? {
+                    Inserted::New => {}
+                    // Another provider on the same ledger refunded it first.
+                    Inserted::Existing(first) => {
+                        let outcome = refund_outcome(&first);
+                        books.add_refund(first);
+                        return Ok(outcome);
+                    }
+                }
+            }
             books.add_refund(record.clone());
             let outcome = refund_outcome(&record);
             (record, outcome)
@@ -389,9 +482,62 @@ impl PaymentPort for SimulatedProvider {
             refund_id: Some(record.refund_id),
             refund_reason: Some(record.reason),
         };
-        let inner = self.inner.clone();
-        tokio::spawn(async move { inner.send(event).await });
+        let webhooks = self.inner.webhooks.clone();
+        tokio::spawn(async move { webhooks.send(event).await });
         Ok(outcome)
+    }
+}
+
+fn unavailable(error: crate::journal::WriteError) -> PaymentError {
+    PaymentError::Unavailable(error.0)
+}
+
+impl StoredCharge {
+    /// The request that made this charge, which a retry must repeat.
+    fn request(&self) -> ChargeRequest {
+        ChargeRequest {
+            idempotency_key: self.idempotency_key.clone(),
+            order_id: self.record.order_id,
+            amount_minor: self.record.amount_minor,
+            currency: self.record.currency.clone(),
+            token: self.record.token.clone(),
+        }
+    }
+}
+
+/// Whether a charge read from a ledger is one this provider could have made: a valid
+/// request, answered as its token answers.
+pub(crate) fn check_stored(stored: &StoredCharge) -> Result<(), String> {
+    stored
+        .request()
+        .validate()
+        .map_err(|error| error.to_string())?;
+    let behaviour = behaviour(&stored.record.token).map_err(|error| error.to_string())?;
+    let status = stored.record.status;
+    let consistent = match behaviour {
+        Behaviour::Succeed => stored.answer == Answer::Succeeded,
+        Behaviour::Decline(reason) => {
+            stored.answer == Answer::Declined && status == ChargeStatus::Declined(reason)
+        }
+        Behaviour::Later(None) => {
+            stored.answer == Answer::Pending
+                && matches!(status, ChargeStatus::Pending | ChargeStatus::Succeeded)
+        }
+        Behaviour::Later(Some(reason)) => {
+            stored.answer == Answer::Pending
+                && (status == ChargeStatus::Pending || status == ChargeStatus::Declined(reason))
+        }
+        Behaviour::NeverAnswer => false,
+    };
+    if consistent {
+        Ok(())
+    } else {
+        Err(format!(
+            "token {:?} never answers {:?} with the charge standing {}",
+            stored.record.token,
+            stored.answer,
+            status.name()
+        ))
     }
 }
 
@@ -405,12 +551,13 @@ fn refund_outcome(record: &RefundRecord) -> RefundOutcome {
 
 impl Inner {
     /// Runs one charge to its answer. Nothing is recorded before the last await, so a
-    /// dropped call leaves no trace.
+    /// dropped call leaves no trace. With a ledger file the charge is written before it is
+    /// answered; if it cannot be, nothing is answered and the next call tries again.
     async fn execute(
         self: &Arc<Self>,
         request: ChargeRequest,
         behaviour: Behaviour,
-    ) -> ChargeOutcome {
+    ) -> Result<ChargeOutcome, PaymentError> {
         if !self.config.processing_delay.is_zero() {
             tokio::time::sleep(self.config.processing_delay).await;
         }
@@ -434,55 +581,134 @@ impl Inner {
                 },
             ),
         };
-        self.books.lock().add_charge(ChargeRecord {
+        let idempotency_key = request.idempotency_key;
+        let record = ChargeRecord {
             charge_id: charge_id.clone(),
             order_id: request.order_id,
             amount_minor: request.amount_minor,
             currency: request.currency,
             token: request.token,
             status,
-        });
+        };
+        {
+            let mut books = self.books.lock();
+            if let Some(journal) = &mut books.journal {
+                let inserted = journal
+                    .insert_charge(&record, &idempotency_key, Answer::of(&outcome))
+                    .map_err(unavailable)?;
+                if let Inserted::Existing(first) = inserted {
+                    // Another provider on the same ledger charged this order first: its
+                    // charge stands, and settles there.
+                    return answer_existing(&mut books, first, &record, &idempotency_key);
+                }
+            }
+            books.add_charge(record);
+        }
         // Spawned only once the charge is in the books, where the settlement looks for it.
         if let Behaviour::Later(settlement) = behaviour {
-            let inner = self.clone();
-            tokio::spawn(async move { inner.settle_later(charge_id, settlement).await });
+            self.spawn_settlement(charge_id, settlement);
         }
-        outcome
+        Ok(outcome)
     }
 
-    /// Settles a pending charge after the webhook delay and reports it by webhook.
-    async fn settle_later(self: Arc<Self>, charge_id: String, decline: Option<DeclineReason>) {
-        tokio::time::sleep(self.config.webhook_delay).await;
-        let event = {
-            let mut books = self.books.lock();
-            let Some(charge) = books.charge_mut(&charge_id) else {
-                // Recorded before this task was spawned, and never removed.
-                tracing::error!(%charge_id, "pending charge missing from the ledger");
+    /// Settles a pending charge after the webhook delay, unless the provider is gone by
+    /// then (a provider reopened on its ledger settles it instead).
+    fn spawn_settlement(self: &Arc<Self>, charge_id: String, decline: Option<DeclineReason>) {
+        let inner = Arc::downgrade(self);
+        let delay = self.config.webhook_delay;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            settle(inner, charge_id, decline).await;
+        });
+    }
+}
+
+/// The answer to a charge whose order another provider on the same ledger charged first.
+fn answer_existing(
+    books: &mut Books,
+    first: StoredCharge,
+    attempted: &ChargeRecord,
+    idempotency_key: &str,
+) -> Result<ChargeOutcome, PaymentError> {
+    let same = first.idempotency_key == idempotency_key
+        && (
+            first.record.amount_minor,
+            &first.record.currency,
+            &first.record.token,
+        ) == (
+            attempted.amount_minor,
+            &attempted.currency,
+            &attempted.token,
+        );
+    let outcome = first.outcome();
+    if books.charge(&first.record.charge_id).is_none() {
+        books.add_charge(first.record);
+    }
+    if same {
+        Ok(outcome)
+    } else {
+        Err(PaymentError::IdempotencyConflict {
+            order_id: attempted.order_id,
+        })
+    }
+}
+
+/// Settles a pending charge and reports it by webhook.
+async fn settle(inner: Weak<Inner>, charge_id: String, decline: Option<DeclineReason>) {
+    let Some(inner) = inner.upgrade() else {
+        return;
+    };
+    let status = match decline {
+        None => ChargeStatus::Succeeded,
+        Some(reason) => ChargeStatus::Declined(reason),
+    };
+    let event = {
+        let mut books = inner.books.lock();
+        if let Some(journal) = &mut books.journal {
+            if journal.settle_charge(&charge_id, status).is_err() {
+                // Logged by the ledger; the charge stays pending in memory and in the
+                // file, where a reopened provider finds it and settles it.
                 return;
-            };
-            charge.status = match decline {
-                None => ChargeStatus::Succeeded,
-                Some(reason) => ChargeStatus::Declined(reason),
-            };
-            WebhookEvent {
-                id: new_id("evt"),
-                kind: match decline {
-                    None => WebhookEventType::ChargeSucceeded,
-                    Some(_) => WebhookEventType::ChargeFailed,
-                },
-                charge_id: charge.charge_id.clone(),
-                order_id: charge.order_id,
-                amount: charge.amount_minor,
-                currency: charge.currency.clone(),
-                created: unix_now(),
-                failure_reason: decline,
-                refund_id: None,
-                refund_reason: None,
             }
+        }
+        let Some(charge) = books.charge_mut(&charge_id) else {
+            // Recorded before this task was spawned, and never removed.
+            tracing::error!(%charge_id, "pending charge missing from the ledger");
+            return;
         };
-        self.send(event).await;
-    }
+        charge.status = status;
+        WebhookEvent {
+            id: new_id("evt"),
+            kind: match decline {
+                None => WebhookEventType::ChargeSucceeded,
+                Some(_) => WebhookEventType::ChargeFailed,
+            },
+            charge_id: charge.charge_id.clone(),
+            order_id: charge.order_id,
+            amount: charge.amount_minor,
+            currency: charge.currency.clone(),
+            created: unix_now(),
+            failure_reason: decline,
+            refund_id: None,
+            refund_reason: None,
+        }
+    };
+    let webhooks = inner.webhooks.clone();
+    // Delivery may retry for seconds; it does not need the provider.
+    drop(inner);
+    webhooks.send(event).await;
+}
 
+/// Where webhooks go and the secret that signs them.
+#[derive(Clone)]
+struct Webhooks {
+    /// The receiver (a channel in tests, the API's webhook route over HTTP).
+    sink: Arc<dyn WebhookSink>,
+    /// Signs every delivery; a copy of the configuration's.
+    secret: Arc<[u8]>,
+}
+
+impl Webhooks {
     /// Signs and delivers one webhook; a delivery that finally fails is logged.
     async fn send(&self, event: WebhookEvent) {
         let body = match serde_json::to_vec(&event) {
@@ -492,7 +718,7 @@ impl Inner {
                 return;
             }
         };
-        let signature_header = signature::sign(&self.config.webhook_secret, unix_now(), &body);
+        let signature_header = signature::sign(&self.secret, unix_now(), &body);
         let delivery = WebhookDelivery {
             event,
             body,

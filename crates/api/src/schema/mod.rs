@@ -206,6 +206,12 @@ pub(crate) fn command_error(error: CommandError) -> ApiError {
             "the service could not complete the command ({message}); retry with the same idempotency key"
         )),
         CommandError::TooLarge(message) => ApiError::invalid_input(message),
+        CommandError::Payment(payments::PaymentError::Unavailable(message)) => {
+            ApiError::Unavailable(format!(
+                "the payment provider could not take the payment ({message}); nothing was \
+                 charged: retry with the same idempotency key"
+            ))
+        }
         CommandError::Payment(error) => ApiError::domain(error.code(), error.to_string()),
     }
 }
