@@ -8,7 +8,15 @@
 //! `cargo bench -p store --bench store` (set `STORE_BENCH_SECS` to change the length of
 //! each append run, `STORE_BENCH_EVENTS` the size of the catch-up store, and
 //! `STORE_BENCH_DIR` where the files go, the default being the target directory, on disk;
-//! `STORE_BENCH_ONLY=append1|append64|append1024|hot|catchup` runs one part).
+//! `STORE_BENCH_ONLY=append1|append64|append1024|hot|stream64|stream1000|catchup` runs one
+//! part).
+//!
+//! `stream64` and `stream1000` mirror the inventory actor of a hot event: ONE stream,
+//! back-to-back appends of 64 or 1,000 events of ~400 bytes, one append in flight, until
+//! both `STORE_BENCH_STREAM_SECS` (10) seconds and `STORE_BENCH_STREAM_EVENTS` (400,000)
+//! events are reached (at most a minute). With one append in flight each append is one
+//! commit, so its latency is the commit's; the commits that ran a checkpoint are counted
+//! apart.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -56,6 +64,106 @@ fn event(n: u64) -> NewEvent {
             recorded_at: Utc::now(),
         },
     )
+}
+
+/// An event of ~400 bytes of JSON data with full metadata, the size of a purchase's events.
+fn sized_event(n: u64) -> NewEvent {
+    let data = format!(
+        r#"{{"order_id":"{}","hold_id":"{}","buyer_id":"{}","tier":"standard","quantity":2,"unit_price_cents":12500,"currency":"EUR","seq":{n},"seats":["A-12","A-13"],"expires_at":"2026-11-21T06:10:00Z","payment_intent":"{}","channel":"web","promotion":null,"fees_cents":350}}"#,
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+    );
+    NewEvent::new(
+        "TicketsPurchased",
+        1,
+        data.into_bytes(),
+        Metadata {
+            correlation_id: Uuid::now_v7(),
+            causation_id: Some(Uuid::now_v7()),
+            acting_user: Some(Uuid::now_v7()),
+            recorded_at: Utc::now(),
+        },
+    )
+}
+
+fn file_mib(path: &std::path::Path) -> f64 {
+    std::fs::metadata(path).map_or(0.0, |m| m.len() as f64 / 1048576.0)
+}
+
+/// The inventory actor's shape: one stream, one append of `size` events in flight.
+async fn one_stream(size: usize, min_run: Duration, min_events: u64) {
+    let dir = tempfile::tempdir_in(bench_dir()).expect("bench dir");
+    let store = SqliteStore::open(dir.path(), SqliteOptions::default()).expect("open");
+    let stream = StreamName::new(format!("inventory-{}", Uuid::now_v7())).expect("name");
+    let mut plain = Histogram::<u64>::new(3).expect("histogram");
+    let mut with_checkpoint = Histogram::<u64>::new(3).expect("histogram");
+    let mut version: Option<u64> = None;
+    let mut events = 0u64;
+    let mut n = 0u64;
+    let started = Instant::now();
+    loop {
+        let elapsed = started.elapsed();
+        if (elapsed >= min_run && events >= min_events) || elapsed >= Duration::from_secs(60) {
+            break;
+        }
+        let batch: Vec<NewEvent> = (0..size)
+            .map(|_| {
+                n += 1;
+                sized_event(n)
+            })
+            .collect();
+        let expected = version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+        let checkpoints = store.stats().checkpoints;
+        let t = Instant::now();
+        let r = store
+            .append(&stream, expected, batch)
+            .await
+            .expect("append");
+        let micros = t.elapsed().as_micros() as u64;
+        if store.stats().checkpoints == checkpoints {
+            plain.record(micros).expect("record");
+        } else {
+            with_checkpoint.record(micros).expect("record");
+        }
+        version = Some(r.last_version);
+        events += size as u64;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let stats = store.stats();
+    let mut all = plain.clone();
+    all.add(&with_checkpoint).expect("merge");
+    let ms = |v: u64| v as f64 / 1000.0;
+    println!(
+        "stream  size={size:>5}  events/s={:>9.0}  commits={:>6}  commit p50={:>7.2}ms  p99={:>7.2}ms  p99.9={:>7.2}ms  max={:>7.2}ms",
+        events as f64 / elapsed,
+        all.len(),
+        ms(all.value_at_quantile(0.50)),
+        ms(all.value_at_quantile(0.99)),
+        ms(all.value_at_quantile(0.999)),
+        ms(all.max()),
+    );
+    println!(
+        "        without checkpoint: p99={:>7.2}ms max={:>7.2}ms | {} checkpoints ({:.1} ms each), commits that ran one: {} max={:.2}ms | WAL at end {:.1} MiB ({} pages), file {:.0} MiB, {:.0} bytes/event",
+        ms(plain.value_at_quantile(0.99)),
+        ms(plain.max()),
+        stats.checkpoints,
+        stats.checkpoint_nanos as f64 / 1e6 / stats.checkpoints.max(1) as f64,
+        with_checkpoint.len(),
+        ms(with_checkpoint.max()),
+        file_mib(&wal_path(store.path())),
+        stats.wal_pages,
+        file_mib(store.path()),
+        (file_mib(store.path()) * 1048576.0) / events.max(1) as f64,
+    );
+    store.shutdown().await;
+}
+
+fn wal_path(db: &std::path::Path) -> PathBuf {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    PathBuf::from(wal)
 }
 
 fn peak_rss_mib() -> f64 {
@@ -167,10 +275,11 @@ async fn hot_stream(window: usize, run: Duration) {
     let elapsed = started.elapsed().as_secs_f64();
     let stats = store.stats();
     println!(
-        "hot     window={window:>5}  appends/s={:>9.0}  p50={:>7.2}ms  p99={:>7.2}ms  appends/commit={:>7.1}  (one stream)",
+        "hot     window={window:>5}  appends/s={:>9.0}  p50={:>7.2}ms  p99={:>7.2}ms  max={:>7.2}ms  appends/commit={:>7.1}  (one stream)",
         hist.len() as f64 / elapsed,
         hist.value_at_quantile(0.50) as f64 / 1000.0,
         hist.value_at_quantile(0.99) as f64 / 1000.0,
+        hist.max() as f64 / 1000.0,
         stats.appends as f64 / stats.commits.max(1) as f64,
     );
     store.shutdown().await;
@@ -259,6 +368,16 @@ fn main() {
         }
         if only.is_empty() || only == "hot" {
             hot_stream(1024, Duration::from_secs_f64(secs)).await;
+        }
+        let stream_secs: f64 = env_or("STORE_BENCH_STREAM_SECS", if quick { 0.2 } else { 10.0 });
+        let stream_events: u64 = env_or(
+            "STORE_BENCH_STREAM_EVENTS",
+            if quick { 2_000 } else { 400_000 },
+        );
+        for size in [64, 1000] {
+            if only.is_empty() || only == format!("stream{size}") {
+                one_stream(size, Duration::from_secs_f64(stream_secs), stream_events).await;
+            }
         }
         if only.is_empty() || only == "catchup" {
             catch_up(events).await;

@@ -114,6 +114,8 @@ pub struct SqliteOptions {
     pub page_size: usize,
     /// Idle read connections kept open.
     pub max_idle_readers: usize,
+    /// Log size, in pages, past which the log is copied into the database file.
+    pub checkpoint_pages: u32,
 }
 
 impl Default for SqliteOptions {
@@ -125,6 +127,7 @@ impl Default for SqliteOptions {
             poll_interval: Duration::from_millis(50),
             page_size: 2048,
             max_idle_readers: 8,
+            checkpoint_pages: WAL_CHECKPOINT_PAGES,
         }
     }
 }
@@ -146,6 +149,12 @@ pub struct WriterStats {
     pub commit_nanos: u64,
     /// Writer time spent handing answers to the replier thread, in nanoseconds.
     pub reply_nanos: u64,
+    /// Checkpoints run (the log copied into the database file).
+    pub checkpoints: u64,
+    /// Time spent in checkpoints, in nanoseconds.
+    pub checkpoint_nanos: u64,
+    /// Log size, in pages, after the last commit.
+    pub wal_pages: u64,
 }
 
 /// The live counters behind [`WriterStats`], written by the writer thread only.
@@ -158,6 +167,9 @@ struct Counters {
     insert_nanos: AtomicU64,
     commit_nanos: AtomicU64,
     reply_nanos: AtomicU64,
+    checkpoints: AtomicU64,
+    checkpoint_nanos: AtomicU64,
+    wal_pages: AtomicU64,
 }
 
 /// The embedded event store. Cheap to clone: clones share one store.
@@ -214,7 +226,7 @@ impl SqliteStore {
         }
         let lock = lock_writer(&path)?;
         check_header(&path)?;
-        let conn = Connection::open_with_flags(
+        let mut conn = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_CREATE
@@ -235,12 +247,13 @@ impl SqliteStore {
             Durability::Full => "FULL",
             Durability::Normal => "NORMAL",
         };
-        // Checkpoints run inside the commit that crosses `WAL_CHECKPOINT_PAGES`; see there.
         conn.execute_batch(&format!(
-            "PRAGMA synchronous = {sync}; PRAGMA cache_size = -65536; \
-             PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES};"
+            "PRAGMA synchronous = {sync}; PRAGMA cache_size = -65536;"
         ))
         .map_err(|e| db_err(&path, e))?;
+        let counters = Arc::new(Counters::default());
+        install_checkpoints(&mut conn, options.checkpoint_pages, counters.clone())
+            .map_err(|e| db_err(&path, e))?;
         if options.verify_on_open {
             quick_check(&path, &conn)?;
         }
@@ -249,7 +262,6 @@ impl SqliteStore {
 
         let (head_tx, head_rx) = watch::channel(Position(last));
         let (req_tx, req_rx) = mpsc::channel();
-        let counters = Arc::new(Counters::default());
         let mut state = WriterState {
             counters: counters.clone(),
             path: path.clone(),
@@ -337,6 +349,9 @@ impl SqliteStore {
             insert_nanos: c.insert_nanos.load(Ordering::Relaxed),
             commit_nanos: c.commit_nanos.load(Ordering::Relaxed),
             reply_nanos: c.reply_nanos.load(Ordering::Relaxed),
+            checkpoints: c.checkpoints.load(Ordering::Relaxed),
+            checkpoint_nanos: c.checkpoint_nanos.load(Ordering::Relaxed),
+            wal_pages: c.wal_pages.load(Ordering::Relaxed),
         }
     }
 
@@ -856,6 +871,38 @@ impl WriterState {
         self.last = last;
         Ok(())
     }
+}
+
+/// Replaces SQLite's automatic checkpoint with the same policy, measured: the commit that
+/// leaves the log at `pages` pages or more copies it into the database file (a passive
+/// checkpoint, as SQLite's own would), and the log size and checkpoint time are counted.
+/// The next commit after a complete checkpoint starts the log over.
+fn install_checkpoints(
+    conn: &mut Connection,
+    pages: u32,
+    counters: Arc<Counters>,
+) -> rusqlite::Result<()> {
+    let pages = i64::from(pages.max(1));
+    conn.wal_hook(Some(
+        move |wal: &mut rusqlite::hooks::Wal, frames: std::ffi::c_int| {
+            counters
+                .wal_pages
+                .store(u64::try_from(frames).unwrap_or(0), Ordering::Relaxed);
+            if i64::from(frames) >= pages {
+                let started = Instant::now();
+                // An error here must not fail the commit that is already durable: the
+                // next commit simply tries again.
+                if let Err(e) = wal.checkpoint_v2(rusqlite::wal::CheckpointMode::PASSIVE) {
+                    tracing::warn!(error = %e, "checkpoint failed");
+                }
+                counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .checkpoint_nanos
+                    .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            }
+            Ok(())
+        },
+    ))
 }
 
 fn resolve(path: &Path) -> Result<PathBuf, StoreError> {

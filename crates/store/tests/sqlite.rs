@@ -435,3 +435,45 @@ async fn the_data_directory_is_created_and_holds_one_store_file() {
         vec!["events.db".to_string(), "events.db.lock".to_string()]
     );
 }
+
+#[tokio::test]
+async fn the_log_is_checkpointed_past_its_limit_and_counted() {
+    let dir = tempfile::tempdir().expect("dir");
+    let options = SqliteOptions {
+        checkpoint_pages: 50,
+        ..SqliteOptions::default()
+    };
+    let s = name("inventory-1");
+    {
+        let store = SqliteStore::open(dir.path(), options.clone()).expect("open");
+        let mut version = None;
+        for i in 0..40 {
+            let batch = (0..20).map(|n| event(i * 20 + n)).collect();
+            let expected = version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+            version = Some(
+                store
+                    .append(&s, expected, batch)
+                    .await
+                    .expect("append")
+                    .last_version,
+            );
+        }
+        let stats = store.stats();
+        assert!(stats.checkpoints >= 2, "{stats:?}");
+        assert!(stats.checkpoint_nanos > 0, "{stats:?}");
+        assert!(
+            stats.wal_pages < 50 + 20,
+            "the log starts over after a checkpoint: {stats:?}"
+        );
+        store.shutdown().await;
+    }
+    let store = SqliteStore::open(dir.path(), options).expect("reopen");
+    let events = store.read_stream(&s, 0, 1000).await.expect("read");
+    assert_eq!(events.len(), 800);
+    assert!(
+        events
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.version == i as u64)
+    );
+}
