@@ -8,6 +8,11 @@
 //! Each measured iteration decides and folds one hold (a seat hold of two named seats, or a
 //! general hold of two tickets); the hold is then released outside the measured time so
 //! that the next iteration finds the same amount of free stock.
+//!
+//! `purchase` measures the two decisions of a ticket-war purchase on an event that already
+//! sold 1,000 or 50,000 single-ticket orders: `confirm` times a `ConfirmPayment` of a
+//! hold placed untimed just before, `hold_confirm` times both the `PlaceHold` and the
+//! `ConfirmPayment` (decide + evolve each). Both should also stay flat across the sizes.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -252,5 +257,104 @@ fn full_scan(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, holds, full_scan);
+/// A published event whose general tier sold `sold` single-ticket orders to distinct buyers,
+/// through real holds and payments (so the ledger holds two keys per order).
+fn sold_event(sold: usize) -> Inventory {
+    let mut state = inventory(10, 0);
+    for n in 0..sold {
+        purchase_timed(&mut state, n as u128, Timed::None);
+    }
+    state
+}
+
+/// One single-ticket purchase by a buyer of its own: a hold, then its payment; returns the
+/// time taken by the part `timed` names.
+fn purchase_timed(state: &mut Inventory, n: u128, timed: Timed) -> Duration {
+    let buyer = Actor::user(UserId(Uuid::from_u128(1 << 64 | n)), [Role::Customer]);
+    let order_id = OrderId(Uuid::from_u128(2 << 64 | n));
+    let hold = Command::new(
+        meta(buyer, format!("hold-{n}")),
+        InventoryCommand::PlaceHold(HoldRequest {
+            order_id,
+            tier_id: GA,
+            selection: Selection::Quantity { quantity: 1 },
+            expires_at: now() + chrono::Duration::minutes(10),
+        }),
+    );
+    let pay = Command::new(
+        meta(Actor::System, format!("pay-{n}")),
+        InventoryCommand::ConfirmPayment {
+            order_id,
+            payment: PaymentInput {
+                payment_ref: format!("pi_{n:024x}"),
+                amount_minor: 5000,
+                currency: "EUR".into(),
+                tickets: vec![TicketSeed {
+                    ticket_id: TicketId(Uuid::from_u128(3 << 64 | n)),
+                    secret: format!("{:064x}", n),
+                }],
+            },
+        },
+    );
+    let mut total = Duration::ZERO;
+    for (cmd, timed) in [(hold, timed != Timed::Confirm), (pay, timed != Timed::None)] {
+        let start = Instant::now();
+        let decision = state.decide(black_box(&cmd)).expect("purchase accepted");
+        for e in &decision.events {
+            state.evolve(e);
+        }
+        if timed {
+            total += start.elapsed();
+        }
+        black_box(&decision.outcome);
+    }
+    total
+}
+
+/// Which part of a purchase is timed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Timed {
+    None,
+    Confirm,
+    Both,
+}
+
+fn purchases(c: &mut Criterion) {
+    let mut group = c.benchmark_group("purchase");
+    group
+        .sample_size(30)
+        .measurement_time(Duration::from_secs(4));
+    for sold in [1_000, 50_000] {
+        // Each sample starts again from the sold event (cloned untimed), so the event only
+        // grows by the purchases of one sample.
+        let base = sold_event(sold);
+        let mut next = sold as u128;
+        let label = format!("{sold}_orders");
+        group.bench_function(BenchmarkId::new("confirm", &label), |b| {
+            b.iter_custom(|iters| {
+                let mut state = base.clone();
+                (0..iters)
+                    .map(|_| {
+                        next += 1;
+                        purchase_timed(&mut state, next, Timed::Confirm)
+                    })
+                    .sum()
+            })
+        });
+        group.bench_function(BenchmarkId::new("hold_confirm", &label), |b| {
+            b.iter_custom(|iters| {
+                let mut state = base.clone();
+                (0..iters)
+                    .map(|_| {
+                        next += 1;
+                        purchase_timed(&mut state, next, Timed::Both)
+                    })
+                    .sum()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, holds, purchases, full_scan);
 criterion_main!(benches);
