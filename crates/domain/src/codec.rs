@@ -10,6 +10,10 @@
 //! * `TierAdded` v1 (before seat maps existed): `{tierId, name, priceMinor, currency,
 //!   capacity}`. v2 nests the price as `price: {amountMinor, currency}` and adds `seated`
 //!   (`false` for every v1 tier, since v1 had no seated tiers).
+//! * `HoldPlaced` and `OrderConfirmed` v2 may carry the idempotency record of the decision
+//!   they end (`command`), which then has no `InventoryCommandAccepted`. A v1 event never
+//!   carries one (it is followed by its `InventoryCommandAccepted`): the field is optional,
+//!   so v1 payloads are v2 payloads without it.
 //!
 //! Every other type is at version 1.
 
@@ -128,6 +132,8 @@ fn upcast(type_name: &str, version: u32, value: Value) -> Result<Value, String> 
             v1.insert("seated".into(), Value::Bool(false));
             Ok(Value::Object(v1))
         }
+        // v2 only added an optional field, absent from every v1 payload.
+        ("HoldPlaced" | "OrderConfirmed", 1) => Ok(value),
         _ => Err(format!("no upcaster from version {version}")),
     }
 }
@@ -213,10 +219,10 @@ event_codec!(InventoryEvent {
     TierRepriced => "TierRepriced" v 1,
     TierResized => "TierResized" v 1,
     SeatsAdded => "SeatsAdded" v 1,
-    HoldPlaced => "HoldPlaced" v 1,
+    HoldPlaced => "HoldPlaced" v 2,
     HoldReleased => "HoldReleased" v 1,
     HoldExpired => "HoldExpired" v 1,
-    OrderConfirmed => "OrderConfirmed" v 1,
+    OrderConfirmed => "OrderConfirmed" v 2,
     PaymentRefundOwed => "PaymentRefundOwed" v 1,
     OrderCancelled => "OrderCancelled" v 1,
     RefundIssued => "RefundIssued" v 1,

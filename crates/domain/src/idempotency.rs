@@ -1,6 +1,10 @@
 //! Idempotency: the record every accepted command leaves in its stream, and the in-memory
 //! ledger folded from those records that answers a retried command with its first outcome.
 //!
+//! A record is either an event of its own at the end of a decision ([`CommandRecord`] inside
+//! a `...CommandAccepted`), or, for the hot decisions whose outcome their last event already
+//! tells, a [`CommandStamp`] carried by that event: half the bytes a purchase stores.
+//!
 //! Keys are scoped per stream and per acting user, so two users who happen to pick the same
 //! key never see each other's outcomes. The ledger keeps 64-bit hashes of the scoped key and
 //! of the command body instead of the strings, which keeps an actor's memory small; a hash
@@ -14,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::aggregate::{ActorRef, CommandMeta};
-use crate::ids::{IdempotencyKey, TICKETING_NAMESPACE};
+use crate::ids::{IdempotencyKey, TICKETING_NAMESPACE, UserId};
 use crate::rejection::Rejection;
 
 /// What an accepted command leaves behind so that a retry can be recognised.
@@ -47,6 +51,40 @@ impl CommandRecord {
             at: meta.now,
             correlation_id: meta.correlation_id,
         }
+    }
+}
+
+/// The idempotency record a decision's last event carries itself, instead of a separate
+/// `...CommandAccepted` event. The time and the request are the event's own and the store's
+/// metadata; the outcome is told by the event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandStamp {
+    /// The idempotency key the command carried.
+    pub key: IdempotencyKey,
+    /// Who ran it (the key's scope); absent when it is the user the carrying event names,
+    /// as for a buyer's own hold (which keeps the stored event short).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<ActorRef>,
+    /// A hash of the command body, as in [`CommandRecord::fingerprint`].
+    pub fingerprint: Uuid,
+}
+
+impl CommandStamp {
+    /// The stamp of a command with this metadata and body [`fingerprint`], carried by an
+    /// event that names `user`.
+    pub fn new(meta: &CommandMeta, fingerprint: Uuid, user: UserId) -> Self {
+        let actor = meta.actor.reference();
+        Self {
+            key: meta.idempotency_key.clone(),
+            actor: (actor != ActorRef::User(user)).then_some(actor),
+            fingerprint,
+        }
+    }
+
+    /// Who ran the command, given the user the carrying event names.
+    pub fn actor_of(&self, user: UserId) -> ActorRef {
+        self.actor.unwrap_or(ActorRef::User(user))
     }
 }
 
@@ -124,9 +162,20 @@ impl<O> Ledger<O> {
 
     /// Records a decided command (folding its record event).
     pub fn record(&mut self, record: &CommandRecord, outcome: O) {
-        let hash = scoped_key_hash(&record.actor, &record.key);
+        self.record_key(&record.actor, &record.key, record.fingerprint, outcome);
+    }
+
+    /// Records a decided command from its parts (folding a record carried by an event).
+    pub fn record_key(
+        &mut self,
+        actor: &ActorRef,
+        key: &IdempotencyKey,
+        fingerprint: Uuid,
+        outcome: O,
+    ) {
+        let hash = scoped_key_hash(actor, key);
         self.entries
-            .insert(hash, (low_bits(record.fingerprint) as u32, outcome));
+            .insert(hash, (low_bits(fingerprint) as u32, outcome));
     }
 
     /// How many keys are recorded.

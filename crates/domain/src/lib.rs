@@ -17,8 +17,12 @@
 //!
 //! # What callers rely on
 //!
-//! * Every accepted decision ends with a `...CommandAccepted` event recording the
-//!   idempotency key, the actor and the outcome. Keys are scoped per stream and per acting
+//! * Every accepted decision ends with its idempotency record (key, actor, body
+//!   fingerprint, outcome): a `...CommandAccepted` event, except for the two hot decisions
+//!   of a purchase, whose last event carries it
+//!   ([`inventory::InventoryEvent::ends_decision`]): a `PlaceHold` ends with its
+//!   `HoldPlaced` (outcome `Held`), and a `ConfirmPayment` or `Purchase` that issues
+//!   tickets with its `OrderConfirmed` (outcome `Confirmed`). Keys are scoped per stream and per acting
 //!   user: a decided key answers its first outcome with no events; the same key with a
 //!   different body is refused as `INVALID_INPUT`. A hold's expiry is not part of that
 //!   identity ([`inventory::InventoryCommand::fingerprint`]): a hold retried later, with a

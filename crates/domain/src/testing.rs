@@ -1,9 +1,9 @@
 //! A given/when/then harness for aggregates: given past events, when a command arrives,
 //! then these events (or this rejection).
 //!
-//! Every accepted command is also checked for what must hold of any decision: folding its
-//! events keeps the state's invariants, and sending the same command again (same key) after
-//! folding yields no events and the same outcome.
+//! Every accepted command is also checked for what must hold of any decision: it ends with
+//! its one idempotency record, folding its events keeps the state's invariants, and sending
+//! the same command again (same key) after folding yields no events and the same outcome.
 
 use std::fmt::Debug;
 
@@ -16,8 +16,18 @@ where
     Self::Event: Debug + PartialEq,
     Self::Outcome: Debug + PartialEq,
 {
-    /// Whether the event is the idempotency record every decision ends with.
+    /// Whether the event is an idempotency record of its own (not a business event).
     fn is_command_record(event: &Self::Event) -> bool;
+    /// Whether the event ends a decision with its idempotency record: a record of its own,
+    /// or a business event that carries one.
+    fn ends_decision(event: &Self::Event) -> bool {
+        Self::is_command_record(event)
+    }
+    /// The event as a scenario expects it: without an idempotency record it carries (those
+    /// are checked by the harness, not spelled out in each test).
+    fn without_record(event: &Self::Event) -> Self::Event {
+        event.clone()
+    }
     /// Scans the whole state for invariant violations.
     fn audit(&self) -> Result<(), String>;
 }
@@ -84,7 +94,7 @@ where
         let business: Vec<_> = events
             .iter()
             .filter(|e| !A::is_command_record(e))
-            .cloned()
+            .map(A::without_record)
             .collect();
         assert_eq!(business, expected, "unexpected events");
         (outcome, state)
@@ -103,7 +113,7 @@ where
         };
         let mut state = self.state;
         assert!(
-            decision.events.last().is_some_and(A::is_command_record),
+            decision.events.last().is_some_and(A::ends_decision),
             "a decision must end with its idempotency record: {:?}",
             decision.events
         );
@@ -120,6 +130,16 @@ where
             again.events.is_empty(),
             "a retry produced events: {:?}",
             again.events
+        );
+        assert_eq!(
+            decision
+                .events
+                .iter()
+                .filter(|e| A::ends_decision(e))
+                .count(),
+            1,
+            "a decision has exactly one idempotency record: {:?}",
+            decision.events
         );
         assert_eq!(
             again.outcome, decision.outcome,

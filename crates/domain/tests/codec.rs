@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use domain::account::*;
 use domain::codec::{self, AnyEvent, DecodeError, EventCodec};
-use domain::idempotency::CommandRecord;
+use domain::idempotency::{CommandRecord, CommandStamp};
 use domain::ids::Email;
 use domain::inventory::*;
 use domain::*;
@@ -84,6 +84,19 @@ fn every_inventory_event() -> Vec<InventoryEvent> {
             order_id: order(1),
             at: t(2),
         }),
+        // The two events that may carry their decision's idempotency record, carrying one.
+        stamped(
+            held(2, buyer(1), 1, t(10)),
+            CommandStamp::new(&meta, hold_ga(2, 1, t(10)).fingerprint(), buyer(1)),
+        ),
+        stamped(
+            confirmed(2, buyer(1), 5000, issued(2, 1, &[])),
+            CommandStamp {
+                key: IdempotencyKey::parse("pay-2").unwrap(),
+                actor: Some(ActorRef::System),
+                fingerprint: uuid::Uuid::from_u128(77),
+            },
+        ),
         InventoryEvent::CommandAccepted(InventoryCommandAccepted {
             record: CommandRecord::new(&meta, &hold_ga(1, 1, t(10))),
             outcome: InventoryOutcome::Confirmed {
@@ -161,10 +174,25 @@ fn every_event_round_trips_through_its_stored_form() {
     );
 }
 
+/// The event with the idempotency record it carries.
+fn stamped(mut event: InventoryEvent, stamp: CommandStamp) -> InventoryEvent {
+    match &mut event {
+        InventoryEvent::HoldPlaced(e) => e.command = Some(stamp),
+        InventoryEvent::OrderConfirmed(e) => e.command = Some(stamp),
+        other => panic!("{other:?} carries no record"),
+    }
+    event
+}
+
+fn stored_json(event: &InventoryEvent) -> serde_json::Value {
+    let (_, _, json) = codec::encode(event);
+    serde_json::from_slice(&json).unwrap()
+}
+
 #[test]
 fn the_stored_shape_of_a_hold_is_stable() {
     let (name, version, json) = codec::encode(&held_seats(1, buyer(1), &["A-1"], t(10)));
-    assert_eq!((name, version), ("HoldPlaced", 1));
+    assert_eq!((name, version), ("HoldPlaced", 2));
     let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
     assert_eq!(
         value,
@@ -179,6 +207,90 @@ fn the_stored_shape_of_a_hold_is_stable() {
             "expiresAt": "2030-01-01T12:10:00Z"
         })
     );
+}
+
+#[test]
+fn a_carried_record_is_stored_compactly_in_camel_case() {
+    let meta = CommandMeta {
+        idempotency_key: IdempotencyKey::parse("hold-1").unwrap(),
+        actor: customer(1),
+        now: t(1),
+        correlation_id: uuid::Uuid::from_u128(9),
+    };
+    let fingerprint = uuid::Uuid::from_u128(0xF1);
+    // The buyer's own hold: the actor is the event's user, so it is left out.
+    let hold = stamped(
+        held(1, buyer(1), 1, t(10)),
+        CommandStamp::new(&meta, fingerprint, buyer(1)),
+    );
+    assert_eq!(
+        stored_json(&hold)["command"],
+        serde_json::json!({
+            "key": "hold-1",
+            "fingerprint": "00000000-0000-0000-0000-0000000000f1"
+        })
+    );
+    // A confirmation by the platform names it.
+    let system = CommandMeta {
+        idempotency_key: IdempotencyKey::parse("pay-1").unwrap(),
+        actor: Actor::System,
+        ..meta
+    };
+    let paid = stamped(
+        confirmed(1, buyer(1), 5000, issued(1, 1, &[])),
+        CommandStamp::new(&system, fingerprint, buyer(1)),
+    );
+    let (name, version, _) = codec::encode(&paid);
+    assert_eq!((name, version), ("OrderConfirmed", 2));
+    assert_eq!(
+        stored_json(&paid)["command"],
+        serde_json::json!({
+            "key": "pay-1",
+            "actor": {"kind": "SYSTEM"},
+            "fingerprint": "00000000-0000-0000-0000-0000000000f1"
+        })
+    );
+    // Without a record there is no `command` field at all (not a null).
+    for event in [
+        held(1, buyer(1), 1, t(10)),
+        confirmed(1, buyer(1), 5000, issued(1, 1, &[])),
+    ] {
+        let json = stored_json(&event);
+        assert!(json.get("command").is_none(), "{json}");
+    }
+}
+
+#[test]
+fn version_1_holds_and_confirmations_decode_without_a_record() {
+    let v1_hold = br#"{
+        "orderId": "00000000-0000-0000-0000-000000000d01",
+        "userId": "00000000-0000-0000-0000-00000000b001",
+        "tierId": "00000000-0000-0000-0000-000000000071",
+        "quantity": 1,
+        "seats": [],
+        "total": {"amountMinor": 5000, "currency": "EUR"},
+        "placedAt": "2030-01-01T12:00:00Z",
+        "expiresAt": "2030-01-01T12:10:00Z"
+    }"#;
+    let event: InventoryEvent = codec::decode("HoldPlaced", 1, v1_hold).unwrap();
+    assert_eq!(event, held(1, buyer(1), 1, t(10)));
+    let v1_paid = br#"{
+        "orderId": "00000000-0000-0000-0000-000000000d01",
+        "userId": "00000000-0000-0000-0000-00000000b001",
+        "paymentRef": "pay-1",
+        "amount": {"amountMinor": 5000, "currency": "EUR"},
+        "tickets": [{"ticketId": "00000000-0000-0000-0000-000000007101",
+                     "secret": "secret-00000000000000000000000000000001", "seat": null}],
+        "at": "2030-01-01T12:01:00Z"
+    }"#;
+    let event: InventoryEvent = codec::decode("OrderConfirmed", 1, v1_paid).unwrap();
+    assert_eq!(event, confirmed(1, buyer(1), 5000, issued(1, 1, &[])));
+    assert!(!event.ends_decision());
+    // Upcasting does not make a broken payload acceptable.
+    assert!(matches!(
+        codec::decode::<InventoryEvent>("OrderConfirmed", 1, b"{}"),
+        Err(DecodeError::Malformed { .. })
+    ));
 }
 
 #[test]
@@ -209,8 +321,8 @@ fn bad_stored_events_are_errors_not_panics() {
         Err(DecodeError::UnknownType { .. })
     ));
     assert!(matches!(
-        codec::decode::<InventoryEvent>("HoldPlaced", 2, b"{}"),
-        Err(DecodeError::UnsupportedVersion { current: 1, .. })
+        codec::decode::<InventoryEvent>("HoldPlaced", 3, b"{}"),
+        Err(DecodeError::UnsupportedVersion { current: 2, .. })
     ));
     assert!(matches!(
         codec::decode::<InventoryEvent>("TierAdded", 0, b"{}"),

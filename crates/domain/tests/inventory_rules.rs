@@ -520,6 +520,7 @@ fn a_customer_holds_general_tickets() {
             total: eur(15_000),
             placed_at: t(1),
             expires_at: t(11),
+            command: None,
         })]);
     assert_eq!(
         outcome,
@@ -556,6 +557,7 @@ fn a_customer_holds_named_seats() {
             total: eur(24_000),
             placed_at: t(1),
             expires_at: t(11),
+            command: None,
         })]);
     assert_eq!(
         state.seat(&seat("A-2")).unwrap().state,
@@ -904,6 +906,7 @@ fn a_payment_for_a_live_hold_issues_tickets_on_its_seats() {
         amount: eur(24_000),
         tickets: issued(1, 2, &["A-1", "A-2"]),
         at: t(5),
+        command: None,
     });
     let (outcome, state) = on(events)
         .when(cmd(Actor::System, "pay-1", t(5), confirm(1, 24_000, 1, 2)))
@@ -1202,6 +1205,7 @@ fn a_purchase_holds_and_pays_in_one_decision() {
                 total: eur(10_000),
                 placed_at: t(1),
                 expires_at: t(11),
+                command: None,
             }),
             InventoryEvent::OrderConfirmed(OrderConfirmed {
                 order_id: order(1),
@@ -1210,6 +1214,7 @@ fn a_purchase_holds_and_pays_in_one_decision() {
                 amount: eur(10_000),
                 tickets: issued(1, 2, &[]),
                 at: t(1),
+                command: None,
             }),
         ]);
     assert_eq!(

@@ -270,6 +270,7 @@ async fn one_run(n: usize, concurrency: usize) -> RunResult {
                         seat: None,
                     }],
                     at: Utc::now(),
+                    command: None,
                 };
                 append(
                     &store,

@@ -693,6 +693,7 @@ mod tests {
                     total: money,
                     placed_at: Utc::now(),
                     expires_at: Utc::now(),
+                    command: None,
                 }),
             );
             order
@@ -717,6 +718,7 @@ mod tests {
                                 seat: None,
                             }],
                             at: Utc::now(),
+                            command: None,
                         }),
                     );
                     h.live_orders.insert(order.0);

@@ -304,6 +304,7 @@ fn hold(user: domain::UserId) -> HoldPlaced {
         total: Money::price(2500, "EUR").expect("price"),
         placed_at: Utc::now(),
         expires_at: Utc::now() + chrono::Duration::minutes(10),
+        command: None,
     }
 }
 

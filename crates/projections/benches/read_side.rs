@@ -323,6 +323,7 @@ async fn visibility_latency(dir: &std::path::Path, purchases: u64, concurrency: 
                     total: domain::money::Money::price(5000, "EUR").unwrap(),
                     placed_at: now,
                     expires_at: now + Span::minutes(10),
+                    command: None,
                 });
                 let r = store
                     .append(&stream, ExpectedVersion::Any, encode(&[hold], None, now))

@@ -19,7 +19,7 @@ use super::{
     RecordedKind, TicketStatus,
 };
 use crate::aggregate::{Actor, Aggregate, Command, CommandMeta, Decision, Role};
-use crate::idempotency::CommandRecord;
+use crate::idempotency::{CommandRecord, CommandStamp};
 use crate::ids::{OrderId, SeatId, TierId};
 use crate::money::Money;
 use crate::rejection::Rejection;
@@ -87,10 +87,26 @@ impl Aggregate for Inventory {
             });
         }
         let (mut events, outcome) = self.decide_new(&cmd.meta, &cmd.body)?;
-        events.push(InventoryEvent::CommandAccepted(InventoryCommandAccepted {
-            record: CommandRecord::with_fingerprint(&cmd.meta, fingerprint),
-            outcome: outcome.clone(),
-        }));
+        // A decision whose last event tells its outcome (a hold that answers `Held`, a
+        // confirmation that answers `Confirmed`) carries its own record: one event less.
+        let carrier = match (events.last_mut(), &outcome) {
+            (Some(InventoryEvent::HoldPlaced(e)), InventoryOutcome::Held { .. }) => {
+                Some((&mut e.command, e.user_id))
+            }
+            (Some(InventoryEvent::OrderConfirmed(e)), InventoryOutcome::Confirmed { .. }) => {
+                Some((&mut e.command, e.user_id))
+            }
+            _ => None,
+        };
+        match carrier {
+            Some((command, user)) => {
+                *command = Some(CommandStamp::new(&cmd.meta, fingerprint, user));
+            }
+            None => events.push(InventoryEvent::CommandAccepted(InventoryCommandAccepted {
+                record: CommandRecord::with_fingerprint(&cmd.meta, fingerprint),
+                outcome: outcome.clone(),
+            })),
+        }
         Ok(Decision { events, outcome })
     }
 
@@ -341,6 +357,7 @@ impl Inventory {
                     amount,
                     tickets,
                     at: meta.now,
+                    command: None,
                 };
                 let outcome = InventoryOutcome::Confirmed {
                     order_id: held.order_id,
@@ -889,6 +906,7 @@ impl Inventory {
             total: tier.price.times(quantity),
             placed_at: meta.now,
             expires_at: req.expires_at,
+            command: None,
         })
     }
 
@@ -967,6 +985,7 @@ impl Inventory {
                         amount,
                         tickets,
                         at: meta.now,
+                        command: None,
                     })],
                     outcome,
                 ))

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::idempotency::CommandRecord;
+use crate::idempotency::{CommandRecord, CommandStamp};
 use crate::ids::{EventId, OrderId, SeatId, TicketId, TierId, UserId};
 use crate::money::Money;
 
@@ -51,7 +51,8 @@ pub enum InventoryEvent {
     RefundIssued(RefundIssued),
     /// A ticket was checked in at the door.
     TicketCheckedIn(TicketCheckedIn),
-    /// A command was accepted: the idempotency record (always the last event of a decision).
+    /// A command was accepted: the idempotency record, as the last event of a decision whose
+    /// last business event does not carry it (see [`InventoryEvent::ends_decision`]).
     CommandAccepted(InventoryCommandAccepted),
 }
 
@@ -166,6 +167,12 @@ pub struct HoldPlaced {
     pub total: Money,
     pub placed_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// The idempotency record of the `PlaceHold` this hold decided, which then ends with
+    /// it (outcome: `Held`). Absent when a later event ends the decision (a `Purchase` ends
+    /// with its `OrderConfirmed`), and in holds stored before schema version 2, which are
+    /// followed by an `InventoryCommandAccepted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandStamp>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,6 +209,11 @@ pub struct OrderConfirmed {
     pub amount: Money,
     pub tickets: Vec<IssuedTicket>,
     pub at: DateTime<Utc>,
+    /// The idempotency record of the `ConfirmPayment` or `Purchase` this confirmation
+    /// decided, which then ends with it (outcome: `Confirmed`). Absent in confirmations
+    /// stored before schema version 2, which are followed by an `InventoryCommandAccepted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandStamp>,
 }
 
 /// Why money is owed back.
@@ -283,5 +295,18 @@ impl InventoryEvent {
     /// The stable type name stored with the event (see [`crate::codec`]).
     pub fn type_name(&self) -> &'static str {
         crate::codec::EventCodec::type_name(self)
+    }
+
+    /// Whether this event is the last of an accepted decision, the one with its idempotency
+    /// record: an [`InventoryCommandAccepted`], or a [`HoldPlaced`] or [`OrderConfirmed`]
+    /// that carries its `command` record (a `PlaceHold`, or a `ConfirmPayment` or
+    /// `Purchase` that issued tickets).
+    pub fn ends_decision(&self) -> bool {
+        match self {
+            InventoryEvent::CommandAccepted(_) => true,
+            InventoryEvent::HoldPlaced(e) => e.command.is_some(),
+            InventoryEvent::OrderConfirmed(e) => e.command.is_some(),
+            _ => false,
+        }
     }
 }

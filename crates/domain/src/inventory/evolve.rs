@@ -9,7 +9,8 @@ use super::{
     EventInfo, EventStatus, Inventory, Order, OrderStatus, OwedRefund, Recorded, RecordedKind,
     RecordedRefund, SalesWindow, Seat, Ticket, TicketStatus, Tier,
 };
-use crate::ids::OrderId;
+use crate::idempotency::CommandStamp;
+use crate::ids::{OrderId, UserId};
 use crate::money::Money;
 
 impl Inventory {
@@ -105,10 +106,20 @@ impl Inventory {
                     self.tiers[t].capacity = self.tiers[t].capacity.saturating_add(1);
                 }
             }
-            E::HoldPlaced(e) => self.place(e),
+            E::HoldPlaced(e) => {
+                self.place(e);
+                if let Some(stamp) = &e.command {
+                    self.record_stamp(stamp, e.user_id, e.order_id, RecordedKind::Held);
+                }
+            }
             E::HoldReleased(e) => self.close_hold(e.order_id, OrderStatus::Released),
             E::HoldExpired(e) => self.close_hold(e.order_id, OrderStatus::Expired),
-            E::OrderConfirmed(e) => self.confirm(e),
+            E::OrderConfirmed(e) => {
+                self.confirm(e);
+                if let Some(stamp) = &e.command {
+                    self.record_stamp(stamp, e.user_id, e.order_id, RecordedKind::Confirmed);
+                }
+            }
             // A refund owed changes no stock; it is remembered so that it is refunded once.
             E::PaymentRefundOwed(e) => {
                 if let Some(&pos) = self.order_index.get(&e.order_id) {
@@ -147,6 +158,30 @@ impl Inventory {
                     self.ledger.record(&e.record, recorded);
                 }
             }
+        }
+    }
+
+    /// Records the decision an event carries the record of; `kind` is what such an event
+    /// answers for its order (`Held` for a hold, `Confirmed` for a confirmation), exactly as
+    /// a separate `CommandAccepted` with that outcome would have.
+    fn record_stamp(
+        &mut self,
+        stamp: &CommandStamp,
+        user: UserId,
+        order_id: OrderId,
+        kind: RecordedKind,
+    ) {
+        let recorded = self
+            .order_index
+            .get(&order_id)
+            .and_then(|&pos| Recorded::new(kind, pos));
+        if let Some(recorded) = recorded {
+            self.ledger.record_key(
+                &stamp.actor_of(user),
+                &stamp.key,
+                stamp.fingerprint,
+                recorded,
+            );
         }
     }
 

@@ -712,6 +712,20 @@ impl crate::testing::Testable for Inventory {
         matches!(event, InventoryEvent::CommandAccepted(_))
     }
 
+    fn ends_decision(event: &InventoryEvent) -> bool {
+        event.ends_decision()
+    }
+
+    fn without_record(event: &InventoryEvent) -> InventoryEvent {
+        let mut event = event.clone();
+        match &mut event {
+            InventoryEvent::HoldPlaced(e) => e.command = None,
+            InventoryEvent::OrderConfirmed(e) => e.command = None,
+            _ => {}
+        }
+        event
+    }
+
     fn audit(&self) -> Result<(), String> {
         self.check_invariants()
     }

@@ -164,6 +164,7 @@ pub fn held(n: u128, user: UserId, quantity: u32, expires: DateTime<Utc>) -> Inv
         total: eur(5000 * u64::from(quantity)),
         placed_at: t(0),
         expires_at: expires,
+        command: None,
     })
 }
 
@@ -177,6 +178,7 @@ pub fn held_seats(n: u128, user: UserId, ids: &[&str], expires: DateTime<Utc>) -
         total: eur(12000 * ids.len() as u64),
         placed_at: t(0),
         expires_at: expires,
+        command: None,
     })
 }
 
@@ -203,6 +205,7 @@ pub fn confirmed(n: u128, user: UserId, amount: u64, tickets: Vec<IssuedTicket>)
         amount: eur(amount),
         tickets,
         at: t(1),
+        command: None,
     })
 }
 

@@ -311,6 +311,7 @@ pub fn confirmed(user: UserId, tickets: usize) -> OrderConfirmed {
             })
             .collect(),
         at: Utc::now(),
+        command: None,
     }
 }
 
