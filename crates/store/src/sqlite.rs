@@ -47,7 +47,8 @@ use crate::{
 const APPLICATION_ID: i32 = 0x544B_4553;
 
 /// Schema version in `user_version`; bump it with a migration when the schema changes.
-const SCHEMA_VERSION: i32 = 1;
+/// Version 1 stored each event's stream name; version 2 stores an integer stream id.
+const SCHEMA_VERSION: i32 = 2;
 
 /// Log size, in pages, at which a commit also checkpoints the log into the database file
 /// (about 64 MiB). Under many streams each commit rewrites hundreds of index leaf pages,
@@ -61,10 +62,18 @@ const WAL_CHECKPOINT_PAGES: u32 = 16_000;
 /// File name used when [`SqliteStore::open`] is given a directory.
 pub const DEFAULT_FILE_NAME: &str = "events.sqlite3";
 
+// A stream's name is stored once, in `streams`; each event row and each entry of the
+// per-stream index carry its integer id (one to three bytes instead of a ~46-byte name).
+// A `streams` row is inserted in the transaction of the stream's first events, so every
+// stream listed has events.
 const SCHEMA: &str = "
+CREATE TABLE streams (
+    stream_id      INTEGER PRIMARY KEY,
+    name           TEXT    NOT NULL UNIQUE
+) STRICT;
 CREATE TABLE events (
     position       INTEGER PRIMARY KEY,
-    stream         TEXT    NOT NULL,
+    stream_id      INTEGER NOT NULL,
     version        INTEGER NOT NULL,
     event_id       BLOB    NOT NULL,
     event_type     TEXT    NOT NULL,
@@ -75,15 +84,50 @@ CREATE TABLE events (
     acting_user    BLOB,
     recorded_at    INTEGER NOT NULL
 ) STRICT;
-CREATE UNIQUE INDEX events_by_stream ON events (stream, version);
+CREATE UNIQUE INDEX events_by_stream ON events (stream_id, version);
 ";
 
-const INSERT: &str = "INSERT INTO events (position, stream, version, event_id, event_type, \
+/// Rewrites a version 1 file (stream names in every row) into version 2, in the caller's
+/// transaction. Stream ids follow the order of each stream's first event; positions,
+/// versions and every other column are copied unchanged.
+const MIGRATE_1_TO_2: &str = "
+CREATE TABLE streams (
+    stream_id      INTEGER PRIMARY KEY,
+    name           TEXT    NOT NULL UNIQUE
+) STRICT;
+INSERT INTO streams (name) SELECT stream FROM events GROUP BY stream ORDER BY min(position);
+CREATE TABLE events_v2 (
+    position       INTEGER PRIMARY KEY,
+    stream_id      INTEGER NOT NULL,
+    version        INTEGER NOT NULL,
+    event_id       BLOB    NOT NULL,
+    event_type     TEXT    NOT NULL,
+    schema_version INTEGER NOT NULL,
+    data           BLOB    NOT NULL,
+    correlation_id BLOB    NOT NULL,
+    causation_id   BLOB,
+    acting_user    BLOB,
+    recorded_at    INTEGER NOT NULL
+) STRICT;
+INSERT INTO events_v2 (position, stream_id, version, event_id, event_type, schema_version,
+    data, correlation_id, causation_id, acting_user, recorded_at)
+SELECT e.position, s.stream_id, e.version, e.event_id, e.event_type, e.schema_version,
+    e.data, e.correlation_id, e.causation_id, e.acting_user, e.recorded_at
+FROM events e JOIN streams s ON s.name = e.stream ORDER BY e.position;
+DROP TABLE events;
+ALTER TABLE events_v2 RENAME TO events;
+CREATE UNIQUE INDEX events_by_stream ON events (stream_id, version);
+";
+
+const INSERT: &str = "INSERT INTO events (position, stream_id, version, event_id, event_type, \
     schema_version, data, correlation_id, causation_id, acting_user, recorded_at) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 
-const COLUMNS: &str = "position, stream, version, event_id, event_type, schema_version, data, \
-    correlation_id, causation_id, acting_user, recorded_at";
+const INSERT_STREAM: &str = "INSERT INTO streams (stream_id, name) VALUES (?1, ?2)";
+
+/// The columns of a [`RecordedEvent`], from `events e` joined with `streams s`.
+const COLUMNS: &str = "e.position, s.name, e.version, e.event_id, e.event_type, \
+    e.schema_version, e.data, e.correlation_id, e.causation_id, e.acting_user, e.recorded_at";
 
 /// How hard a commit works to survive a crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -233,7 +277,7 @@ impl SqliteStore {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| db_err(&path, e))?;
-        init_schema(&path, &conn)?;
+        let version = init_schema(&path, &conn)?;
         let journal: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
             .map_err(|e| db_err(&path, e))?;
@@ -257,7 +301,11 @@ impl SqliteStore {
         if options.verify_on_open {
             quick_check(&path, &conn)?;
         }
+        if version == 1 {
+            migrate_from_1(&path, &mut conn)?;
+        }
         let (heads, last) = load_heads(&path, &conn)?;
+        let next_stream_id = next_stream_id(&path, &conn)?;
         conn.set_prepared_statement_cache_capacity(16);
 
         let (head_tx, head_rx) = watch::channel(Position(last));
@@ -267,6 +315,7 @@ impl SqliteStore {
             path: path.clone(),
             conn,
             heads,
+            next_stream_id,
             last,
             head: head_tx,
             max_batch: options.max_batch_appends.max(1),
@@ -315,7 +364,14 @@ impl SqliteStore {
         }
         check_header(&path)?;
         let conn = open_reader(&path)?;
-        check_ours(&path, &conn)?;
+        let version = check_ours(&path, &conn)?;
+        if version != SCHEMA_VERSION {
+            return Err(StoreError::Corrupt(format!(
+                "{}: schema version {version}; open it once for writing to upgrade it to \
+                 {SCHEMA_VERSION}",
+                path.display()
+            )));
+        }
         if options.verify_on_open {
             quick_check(&path, &conn)?;
         }
@@ -431,8 +487,9 @@ impl EventStore for SqliteStore {
         self.read(move |path, conn| {
             let mut stmt = conn
                 .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM events WHERE stream = ?1 AND version >= ?2 \
-                     ORDER BY version LIMIT ?3"
+                    "SELECT {COLUMNS} FROM streams s CROSS JOIN events e \
+                     WHERE s.name = ?1 AND e.stream_id = s.stream_id AND e.version >= ?2 \
+                     ORDER BY e.version LIMIT ?3"
                 ))
                 .map_err(|e| db_err(path, e))?;
             collect(
@@ -483,7 +540,10 @@ impl EventStore for SqliteStore {
         let stream = stream.clone();
         self.read(move |path, conn| {
             let mut stmt = conn
-                .prepare_cached("SELECT max(version) FROM events WHERE stream = ?1")
+                .prepare_cached(
+                    "SELECT max(e.version) FROM streams s CROSS JOIN events e \
+                     WHERE s.name = ?1 AND e.stream_id = s.stream_id",
+                )
                 .map_err(|e| db_err(path, e))?;
             stmt.query_row([stream.as_str()], |r| r.get::<_, Option<i64>>(0))
                 .map(|v| v.map(|v| v as u64))
@@ -499,36 +559,31 @@ impl EventStore for SqliteStore {
         max: usize,
     ) -> Result<Vec<StreamName>, StoreError> {
         let prefix = prefix.to_owned();
-        let mut cursor = after.map(|s| s.as_str().to_owned()).unwrap_or_default();
+        let cursor = after.map(|s| s.as_str().to_owned()).unwrap_or_default();
         self.read(move |path, conn| {
-            // One index seek per stream: "the first name after the cursor", so the cost
-            // follows the number of streams listed, not the number of events.
+            // A range of the names' unique index: the cost follows the number of streams
+            // listed, not the number of events or streams stored.
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT stream FROM events WHERE stream >= ?1 AND stream > ?2 \
-                     ORDER BY stream LIMIT 1",
+                    "SELECT name FROM streams WHERE name >= ?1 AND name > ?2 \
+                     ORDER BY name LIMIT ?3",
                 )
                 .map_err(|e| db_err(path, e))?;
+            let mut rows = stmt
+                .query(params![prefix, cursor, limit(max)])
+                .map_err(|e| db_err(path, e))?;
             let mut names = Vec::new();
-            while names.len() < max {
-                let next: Option<String> =
-                    match stmt.query_row(params![prefix, cursor], |r| r.get(0)) {
-                        Ok(name) => Some(name),
-                        Err(rusqlite::Error::QueryReturnedNoRows) => None,
-                        Err(e) => return Err(db_err(path, e)),
-                    };
-                match next {
-                    Some(name) if name.starts_with(&prefix) => {
-                        cursor.clone_from(&name);
-                        names.push(StreamName::new(name).map_err(|_| {
-                            StoreError::Corrupt(format!(
-                                "{}: a stored stream name is invalid",
-                                path.display()
-                            ))
-                        })?);
-                    }
-                    _ => break,
+            while let Some(row) = rows.next().map_err(|e| db_err(path, e))? {
+                let name: String = row.get(0).map_err(|e| db_err(path, e))?;
+                if !name.starts_with(&prefix) {
+                    break;
                 }
+                names.push(StreamName::new(name).map_err(|_| {
+                    StoreError::Corrupt(format!(
+                        "{}: a stored stream name is invalid",
+                        path.display()
+                    ))
+                })?);
             }
             Ok(names)
         })
@@ -673,8 +728,11 @@ impl SubscriptionState {
 struct WriterState {
     path: PathBuf,
     conn: Connection,
-    /// Last version of every stream: expected versions are checked here, without a read.
-    heads: HashMap<String, u64>,
+    /// Id and last version of every stream: expected versions are checked here, without a
+    /// read, and rows carry the id.
+    heads: HashMap<String, StreamHead>,
+    /// Id the next new stream gets.
+    next_stream_id: i64,
     /// Position of the last committed event.
     last: u64,
     /// Publishes `last` to subscribers after each commit.
@@ -715,6 +773,16 @@ fn spawn_replier(path: &Path) -> Result<mpsc::Sender<Reply>, StoreError> {
     Ok(tx)
 }
 
+/// What the writer knows of one stream.
+#[derive(Debug, Clone, Copy)]
+struct StreamHead {
+    /// The stream's row in `streams`.
+    id: i64,
+    /// Version of its last event; `None` for a stream row without events (never written
+    /// by this store, tolerated when read back).
+    last: Option<u64>,
+}
+
 /// What one append in a batch turned into before the commit.
 enum Planned {
     Accepted(AppendResult),
@@ -743,7 +811,7 @@ impl WriterState {
             return;
         }
         match self.try_commit(&batch) {
-            Ok((planned, touched, last)) => {
+            Ok((planned, touched, next_stream_id, last)) => {
                 let c = &self.counters;
                 c.commits.fetch_add(1, Ordering::Relaxed);
                 c.events.fetch_add(last - self.last, Ordering::Relaxed);
@@ -754,6 +822,7 @@ impl WriterState {
                     };
                 }
                 self.heads.extend(touched);
+                self.next_stream_id = next_stream_id;
                 self.last = last;
                 self.head.send_if_modified(|h| {
                     let changed = h.0 != last;
@@ -800,21 +869,23 @@ impl WriterState {
     fn try_commit(
         &mut self,
         batch: &[AppendRequest],
-    ) -> Result<(Vec<Planned>, HashMap<String, u64>, u64), StoreError> {
+    ) -> Result<(Vec<Planned>, HashMap<String, StreamHead>, i64, u64), StoreError> {
         let started = Instant::now();
         let path = &self.path;
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| db_err(path, e))?;
-        let mut touched: HashMap<String, u64> = HashMap::new();
+        let mut touched: HashMap<String, StreamHead> = HashMap::new();
         let mut planned = Vec::with_capacity(batch.len());
         let mut position = self.last;
+        let mut next_stream_id = self.next_stream_id;
         {
             let mut insert = tx.prepare_cached(INSERT).map_err(|e| db_err(path, e))?;
             for request in batch {
                 let name = request.stream.as_str();
-                let actual = touched.get(name).or_else(|| self.heads.get(name)).copied();
+                let known = touched.get(name).or_else(|| self.heads.get(name)).copied();
+                let actual = known.and_then(|h| h.last);
                 if !request.expected.matches(actual) {
                     planned.push(Planned::Refused(StoreError::WrongExpectedVersion {
                         stream: request.stream.clone(),
@@ -823,6 +894,17 @@ impl WriterState {
                     }));
                     continue;
                 }
+                let stream_id = match known {
+                    Some(head) => head.id,
+                    None => {
+                        let id = next_stream_id;
+                        next_stream_id += 1;
+                        tx.prepare_cached(INSERT_STREAM)
+                            .and_then(|mut s| s.execute(params![id, name]))
+                            .map_err(|e| db_err(path, e))?;
+                        id
+                    }
+                };
                 let first_version = actual.map_or(0, |v| v + 1);
                 let mut positions = Vec::with_capacity(request.events.len());
                 for (i, event) in request.events.iter().enumerate() {
@@ -831,7 +913,7 @@ impl WriterState {
                     insert
                         .execute(params![
                             position as i64,
-                            name,
+                            stream_id,
                             (first_version + i as u64) as i64,
                             event.id.as_bytes().as_slice(),
                             event.event_type,
@@ -846,7 +928,13 @@ impl WriterState {
                     positions.push(Position(position));
                 }
                 let last_version = first_version + request.events.len() as u64 - 1;
-                touched.insert(name.to_owned(), last_version);
+                touched.insert(
+                    name.to_owned(),
+                    StreamHead {
+                        id: stream_id,
+                        last: Some(last_version),
+                    },
+                );
                 planned.push(Planned::Accepted(AppendResult {
                     first_version,
                     last_version,
@@ -862,11 +950,12 @@ impl WriterState {
         self.counters
             .commit_nanos
             .fetch_add(committing.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        Ok((planned, touched, position))
+        Ok((planned, touched, next_stream_id, position))
     }
 
     fn reload(&mut self) -> Result<(), StoreError> {
         let (heads, last) = load_heads(&self.path, &self.conn)?;
+        self.next_stream_id = next_stream_id(&self.path, &self.conn)?;
         self.heads = heads;
         self.last = last;
         Ok(())
@@ -960,7 +1049,8 @@ fn check_header(path: &Path) -> Result<(), StoreError> {
 }
 
 /// Stamps a new, empty database with our schema, or checks an existing one is ours.
-fn init_schema(path: &Path, conn: &Connection) -> Result<(), StoreError> {
+/// Returns the file's schema version: [`SCHEMA_VERSION`], or 1 (to be migrated).
+fn init_schema(path: &Path, conn: &Connection) -> Result<i32, StoreError> {
     let app_id: i32 = conn
         .pragma_query_value(None, "application_id", |r| r.get(0))
         .map_err(|e| db_err(path, e))?;
@@ -973,12 +1063,14 @@ fn init_schema(path: &Path, conn: &Connection) -> Result<(), StoreError> {
              PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
         ))
         .map_err(|e| db_err(path, e))?;
-        return Ok(());
+        return Ok(SCHEMA_VERSION);
     }
     check_ours(path, conn)
 }
 
-fn check_ours(path: &Path, conn: &Connection) -> Result<(), StoreError> {
+/// Checks the file is an event store of a schema version this build reads or migrates,
+/// and returns that version.
+fn check_ours(path: &Path, conn: &Connection) -> Result<i32, StoreError> {
     let app_id: i32 = conn
         .pragma_query_value(None, "application_id", |r| r.get(0))
         .map_err(|e| db_err(path, e))?;
@@ -991,13 +1083,46 @@ fn check_ours(path: &Path, conn: &Connection) -> Result<(), StoreError> {
     let version: i32 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(|e| db_err(path, e))?;
-    if version != SCHEMA_VERSION {
+    if version != SCHEMA_VERSION && version != 1 {
         return Err(StoreError::Corrupt(format!(
-            "{}: schema version {version}, this build reads only {SCHEMA_VERSION}",
+            "{}: schema version {version}, this build reads only 1 and {SCHEMA_VERSION}",
             path.display()
         )));
     }
+    Ok(version)
+}
+
+/// Upgrades a version 1 file to [`SCHEMA_VERSION`] in one transaction: a crash midway
+/// leaves the version 1 file as it was.
+fn migrate_from_1(path: &Path, conn: &mut Connection) -> Result<(), StoreError> {
+    let started = Instant::now();
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| db_err(path, e))?;
+    tx.execute_batch(MIGRATE_1_TO_2)
+        .and_then(|()| tx.pragma_update(None, "user_version", SCHEMA_VERSION))
+        .map_err(|e| db_err(path, e))?;
+    // A file that the check of the upgraded one refuses is left as it was (the
+    // transaction rolls back when dropped).
+    load_heads(path, &tx)?;
+    tx.commit().map_err(|e| db_err(path, e))?;
+    tracing::info!(
+        path = %path.display(),
+        from = 1,
+        to = SCHEMA_VERSION,
+        secs = started.elapsed().as_secs_f64(),
+        "event store schema upgraded"
+    );
     Ok(())
+}
+
+fn next_stream_id(path: &Path, conn: &Connection) -> Result<i64, StoreError> {
+    conn.query_row(
+        "SELECT coalesce(max(stream_id), 0) + 1 FROM streams",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(|e| db_err(path, e))
 }
 
 fn quick_check(path: &Path, conn: &Connection) -> Result<(), StoreError> {
@@ -1018,28 +1143,61 @@ fn quick_check(path: &Path, conn: &Connection) -> Result<(), StoreError> {
     }
 }
 
-/// Every stream's last version, checking that versions are contiguous from 0, and the
-/// last position.
-fn load_heads(path: &Path, conn: &Connection) -> Result<(HashMap<String, u64>, u64), StoreError> {
+/// Every stream's id and last version, checking that versions are contiguous from 0 and
+/// that every event's stream exists, and the last position.
+fn load_heads(
+    path: &Path,
+    conn: &Connection,
+) -> Result<(HashMap<String, StreamHead>, u64), StoreError> {
     let mut stmt = conn
-        .prepare("SELECT stream, min(version), max(version), count(*) FROM events GROUP BY stream")
+        .prepare(
+            "SELECT s.name, g.stream_id, g.lo, g.hi, g.n FROM \
+             (SELECT stream_id, min(version) AS lo, max(version) AS hi, count(*) AS n \
+              FROM events GROUP BY stream_id) g \
+             LEFT JOIN streams s ON s.stream_id = g.stream_id",
+        )
         .map_err(|e| db_err(path, e))?;
     let mut rows = stmt.query([]).map_err(|e| db_err(path, e))?;
     let mut heads = HashMap::new();
     while let Some(row) = rows.next().map_err(|e| db_err(path, e))? {
-        let (stream, min, max, count): (String, i64, i64, i64) = (
+        let (stream, id, min, max, count): (Option<String>, i64, i64, i64, i64) = (
             row.get(0).map_err(|e| db_err(path, e))?,
             row.get(1).map_err(|e| db_err(path, e))?,
             row.get(2).map_err(|e| db_err(path, e))?,
             row.get(3).map_err(|e| db_err(path, e))?,
+            row.get(4).map_err(|e| db_err(path, e))?,
         );
+        let Some(stream) = stream else {
+            return Err(StoreError::Corrupt(format!(
+                "{}: {count} events belong to stream id {id}, which has no name",
+                path.display()
+            )));
+        };
         if min != 0 || max + 1 != count {
             return Err(StoreError::Corrupt(format!(
                 "{}: stream {stream:?} has versions {min}..={max} in {count} events",
                 path.display()
             )));
         }
-        heads.insert(stream, max as u64);
+        heads.insert(
+            stream,
+            StreamHead {
+                id,
+                last: Some(max as u64),
+            },
+        );
+    }
+    drop(rows);
+    // A name without events is never written by this store; keep its id so that a first
+    // append to it does not collide with the unique name.
+    let mut stmt = conn
+        .prepare("SELECT name, stream_id FROM streams")
+        .map_err(|e| db_err(path, e))?;
+    let mut rows = stmt.query([]).map_err(|e| db_err(path, e))?;
+    while let Some(row) = rows.next().map_err(|e| db_err(path, e))? {
+        let name: String = row.get(0).map_err(|e| db_err(path, e))?;
+        let id: i64 = row.get(1).map_err(|e| db_err(path, e))?;
+        heads.entry(name).or_insert(StreamHead { id, last: None });
     }
     let last: i64 = conn
         .query_row("SELECT coalesce(max(position), 0) FROM events", [], |r| {
@@ -1070,7 +1228,9 @@ fn read_all_page(
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let mut stmt = conn
         .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"
+            "SELECT {COLUMNS} FROM events e CROSS JOIN streams s \
+             WHERE e.position > ?1 AND s.stream_id = e.stream_id \
+             ORDER BY e.position LIMIT ?2"
         ))
         .map_err(|e| db_err(path, e))?;
     collect(
