@@ -442,8 +442,16 @@ fn webhook_handler(
                 )
                     .into_response();
             }
+            // Until the event is handled, the provider's retry must be processed: after a
+            // failure, and also when the request's time limit drops this future.
+            let mut claim = ReplayClaim {
+                replays: &replays,
+                event_id: &event.id,
+                handled: false,
+            };
             match commands.handle_payment_webhook(&event).await {
                 Ok(receipt) => {
+                    claim.handled = true;
                     tracing::info!(webhook = %event.id, outcome = ?receipt.outcome, "payment webhook processed");
                     (
                         StatusCode::OK,
@@ -453,12 +461,29 @@ fn webhook_handler(
                 }
                 Err(error) => {
                     tracing::warn!(webhook = %event.id, code = error.code(), %error, "payment webhook failed");
-                    // Let the provider's retry be processed.
-                    replays.forget(&event.id);
                     schema::command_error(error).into_response()
                 }
             }
         })
+    }
+}
+
+/// A webhook event id taken in the replay guard, forgotten again when dropped unless the
+/// event was handled.
+struct ReplayClaim<'a> {
+    /// Where the id was taken.
+    replays: &'a ReplayGuard,
+    /// The event's id.
+    event_id: &'a str,
+    /// Set once the command side has handled the event.
+    handled: bool,
+}
+
+impl Drop for ReplayClaim<'_> {
+    fn drop(&mut self) {
+        if !self.handled {
+            self.replays.forget(self.event_id);
+        }
     }
 }
 
@@ -547,5 +572,34 @@ async fn report_projection_lag(store: Arc<dyn EventStore>, read_side: Arc<ReadSi
             metrics::gauge!("projection_lag_events", "projection" => status.name)
                 .set(head.0.saturating_sub(status.checkpoint.0) as f64);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_webhook_claim_is_given_back_unless_the_event_was_handled() {
+        let replays = ReplayGuard::new(16);
+        assert!(replays.first_time("evt_dropped"));
+        // Dropped unhandled, as when the request's time limit drops the handler.
+        drop(ReplayClaim {
+            replays: &replays,
+            event_id: "evt_dropped",
+            handled: false,
+        });
+        assert!(replays.first_time("evt_dropped"), "the retry is processed");
+
+        assert!(replays.first_time("evt_handled"));
+        drop(ReplayClaim {
+            replays: &replays,
+            event_id: "evt_handled",
+            handled: true,
+        });
+        assert!(
+            !replays.first_time("evt_handled"),
+            "a redelivery is a duplicate"
+        );
     }
 }

@@ -25,6 +25,13 @@ pub const MIN_PRODUCTION_SECRET_LEN: usize = 32;
 /// larger limit only widens the door for memory exhaustion.
 pub const MAX_BODY_LIMIT: usize = 16 * 1024 * 1024;
 
+/// The default of `--request-timeout`: longer than the command side's wait for the payment
+/// provider (10 s), so a slow payment is answered as such rather than cut short.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest `--request-timeout` accepted.
+pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// Configuration of the HTTP/GraphQL service.
 ///
 /// Every field is a flag (`--addr`) and an environment variable (`TICKETING_ADDR`); a flag
@@ -120,6 +127,11 @@ pub struct ServiceConfig {
     /// How long a graceful shutdown waits for in-flight requests and subscribers.
     #[arg(long, env = "TICKETING_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// Longest time an HTTP request may take, body upload included, before it is answered
+    /// `TIMEOUT` (503). WebSocket subscriptions are not limited.
+    #[arg(long, env = "TICKETING_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -147,6 +159,7 @@ impl Default for ServiceConfig {
             payment_webhook_secret: None,
             trust_forwarded_for: false,
             shutdown_grace: Duration::from_secs(30),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }
 }
@@ -198,6 +211,13 @@ impl ServiceConfig {
         }
         if self.shutdown_grace > Duration::from_secs(600) {
             problems.push(ConfigProblem::ShutdownGraceTooLong(self.shutdown_grace));
+        }
+        if self.request_timeout < Duration::from_millis(1)
+            || self.request_timeout > MAX_REQUEST_TIMEOUT
+        {
+            problems.push(ConfigProblem::RequestTimeoutOutOfRange(
+                self.request_timeout,
+            ));
         }
 
         if problems.is_empty() {
@@ -443,6 +463,13 @@ pub enum ConfigProblem {
     /// A shutdown grace period longer than ten minutes.
     #[error("the shutdown grace period must be at most 10 minutes, got {}", humantime::format_duration(*.0))]
     ShutdownGraceTooLong(Duration),
+    /// A request timeout under a millisecond or over [`MAX_REQUEST_TIMEOUT`].
+    #[error(
+        "the request timeout must be between 1 ms and {}, got {}",
+        humantime::format_duration(MAX_REQUEST_TIMEOUT),
+        humantime::format_duration(*.0)
+    )]
+    RequestTimeoutOutOfRange(Duration),
 }
 
 /// A rate: how many actions a client may take per period, for example `10/min`.
@@ -589,6 +616,26 @@ mod tests {
     }
 
     #[test]
+    fn the_request_timeout_is_a_duration_within_bounds() {
+        let config = parse(&["--request-timeout", "250ms"]).expect("parses");
+        assert_eq!(config.request_timeout, Duration::from_millis(250));
+        assert_eq!(problems(&config), vec![]);
+        assert_eq!(
+            parse(&[]).expect("parses").request_timeout,
+            DEFAULT_REQUEST_TIMEOUT
+        );
+        assert!(parse(&["--request-timeout", "soon"]).is_err());
+        for out_of_range in ["0s", "11m"] {
+            let config = parse(&["--request-timeout", out_of_range]).expect("parses");
+            let found = problems(&config);
+            assert!(
+                matches!(found[..], [ConfigProblem::RequestTimeoutOutOfRange(_)]),
+                "{out_of_range}: {found:?}"
+            );
+        }
+    }
+
+    #[test]
     fn secrets_never_print() {
         let config = parse(&[
             "--jwt-secret",
@@ -644,10 +691,11 @@ mod tests {
             log_filter: "[[[".into(),
             payment_webhook_secret: Some(SecretString::from("")),
             shutdown_grace: Duration::from_secs(3600),
+            request_timeout: Duration::ZERO,
             ..ServiceConfig::default()
         };
         let found = problems(&config);
-        assert_eq!(found.len(), 10, "{found:?}");
+        assert_eq!(found.len(), 11, "{found:?}");
         assert_eq!(found[0], ConfigProblem::EmptyJwtSecret);
     }
 

@@ -53,6 +53,9 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// A dependency (store, projection, provider) is unavailable; retry later.
     Unavailable,
+    /// The request took longer than the configured time limit; a mutation may still take
+    /// effect, so retry it with the same idempotency key.
+    Timeout,
     /// A failure on our side; the `correlationId` identifies it in the logs.
     Internal,
     /// A domain rejection code, passed through as the domain names it.
@@ -71,6 +74,7 @@ impl ErrorCode {
             Self::RateLimited => "RATE_LIMITED",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Self::Unavailable => "UNAVAILABLE",
+            Self::Timeout => "TIMEOUT",
             Self::Internal => "INTERNAL",
             Self::Domain(code) => code,
         }
@@ -87,6 +91,9 @@ impl ErrorCode {
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            // Not 408: that tells browsers to resend the request on their own, and it
+            // is the server, not the client, that was slow.
+            Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Domain(_) => StatusCode::UNPROCESSABLE_ENTITY,
         }
@@ -145,6 +152,15 @@ pub enum ApiError {
     /// A dependency is unavailable.
     #[error("{0}")]
     Unavailable(String),
+    /// The request was not answered within the configured limit.
+    #[error(
+        "the request was not answered within {} ms; a mutation may still take effect: retry it with the same idempotency key",
+        .limit.as_millis()
+    )]
+    Timeout {
+        /// The configured limit.
+        limit: Duration,
+    },
     /// A failure on our side. Its details are logged, never sent.
     #[error("internal error")]
     Internal(anyhow::Error),
@@ -202,6 +218,7 @@ impl ApiError {
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::Timeout { .. } => ErrorCode::Timeout,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -219,6 +236,12 @@ impl ApiError {
                 extensions.set("retryAfterSeconds", retry_after_secs(*retry_after));
             }
             Self::PayloadTooLarge { limit } => extensions.set("limitBytes", *limit as u64),
+            Self::Timeout { limit } => {
+                extensions.set(
+                    "timeoutMs",
+                    u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+                );
+            }
             Self::Internal(error) => {
                 let correlation_id = correlation_id();
                 tracing::error!(correlation_id = %correlation_id, error = ?error, "internal error");

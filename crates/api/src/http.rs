@@ -18,6 +18,14 @@
 //! count and latency metrics, CORS from the configuration, the body size limit (413), and
 //! a panic guard that answers `INTERNAL` instead of dropping the connection.
 //!
+//! Every route but `/graphql/ws` also has a time limit ([`HttpOptions::request_timeout`]),
+//! body upload included: past it the client gets a GraphQL-shaped `TIMEOUT` error with
+//! status 503, and the connection is free again. A GraphQL operation runs on its own task,
+//! so the answer is given up, not the work: a mutation that was under way completes (it
+//! never stops between charging a card and issuing the tickets), and a retry with the
+//! same idempotency key gets its outcome. A client that disconnects is treated the same.
+//! The WebSocket route is long-lived by design and has no such limit.
+//!
 //! Each GraphQL request, and each WebSocket connection, is authenticated once before the
 //! schema runs; a request with an invalid token is refused with 401 and `UNAUTHENTICATED`,
 //! an anonymous one runs with no user. A WebSocket whose token expires is closed with
@@ -184,6 +192,8 @@ pub struct HttpOptions {
     pub trust_forwarded_for: bool,
     /// How long shutdown waits for requests and subscribers.
     pub shutdown_grace: Duration,
+    /// Longest time a request (other than a WebSocket subscription) may take.
+    pub request_timeout: Duration,
 }
 
 impl HttpOptions {
@@ -194,6 +204,7 @@ impl HttpOptions {
             body_limit: config.body_limit,
             trust_forwarded_for: config.trust_forwarded_for,
             shutdown_grace: config.shutdown_grace,
+            request_timeout: config.request_timeout,
         }
     }
 }
@@ -319,19 +330,27 @@ impl<E: Executor> HttpServiceBuilder<E> {
             sessions: sessions_tx,
         }));
 
-        let mut router = Router::new()
+        let mut timed = Router::new()
             .route("/graphql", get(graphiql).post(graphql_post::<E>))
-            .route("/graphql/ws", get(graphql_ws::<E>))
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz::<E>))
             .route("/metrics", get(metrics_page::<E>))
-            .with_state(state);
+            .with_state(state.clone());
         if let Some(webhook) = self.payment_webhook {
-            router = router.merge(webhook);
+            timed = timed.merge(webhook);
         }
         for routes in self.routes {
-            router = router.merge(routes);
+            timed = timed.merge(routes);
         }
+        // Only the routes above are limited: `layer` wraps the routes a router has so far.
+        let timed = timed.layer(middleware::from_fn_with_state(
+            self.options.request_timeout,
+            limit_duration,
+        ));
+        let router = Router::new()
+            .route("/graphql/ws", get(graphql_ws::<E>))
+            .with_state(state)
+            .merge(timed);
 
         let cors = cors_layer(&self.options.cors_origins)?;
         let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
@@ -640,8 +659,24 @@ async fn graphql_post<E: Executor>(
         user,
     };
     let request = request.data(context).data(Arc::clone(&state.rate_limits));
-    let response = with_correlation_id(caller.request_id, state.executor.execute(request)).await;
-    GraphQLResponse::from(response).into_response()
+    // On its own task, so that the request's time limit (or the client leaving) gives up
+    // the answer but never stops a command half-way (see the module docs).
+    let executor = state.executor.clone();
+    let execution = tokio::spawn(
+        with_correlation_id(
+            caller.request_id,
+            async move { executor.execute(request).await },
+        )
+        .in_current_span(),
+    );
+    match execution.await {
+        Ok(response) => GraphQLResponse::from(response).into_response(),
+        // Re-raised here, where the panic guard answers it as it answers any other.
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(error) => {
+            ApiError::internal(anyhow::anyhow!("GraphQL execution task: {error}")).into_response()
+        }
+    }
 }
 
 async fn graphql_ws<E: Executor>(
@@ -828,6 +863,23 @@ async fn websocket_session<E: Executor>(
     }
     let _ = sink.close().await;
     metrics::gauge!("api_websocket_sessions").decrement(1.0);
+}
+
+/// Answers `TIMEOUT` when the request is not answered within `limit`; the handler (and
+/// the body upload it waits for) is dropped.
+async fn limit_duration(
+    State(limit): State<Duration>,
+    request: Request<Body>,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(?limit, "request timed out");
+            metrics::counter!("http_request_timeouts_total").increment(1);
+            ApiError::Timeout { limit }.into_response()
+        }
+    }
 }
 
 async fn healthz() -> &'static str {
