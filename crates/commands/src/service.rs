@@ -868,15 +868,21 @@ impl CommandService {
                             codec::decode(recorded)?
                             && c.order_id == order_id
                         {
-                            found = Some(StoredConfirmation {
+                            let paid = StoredConfirmation {
                                 payment_ref: c.payment_ref,
                                 tickets: c.tickets.iter().map(|t| t.ticket_id).collect(),
                                 position: recorded.position,
-                            });
+                            };
+                            // A confirmation that carries its idempotency record ends its
+                            // decision: its position is the one the first answer carried.
+                            if c.command.is_some() {
+                                return Ok(Some(paid));
+                            }
+                            found = Some(paid);
                         }
                     }
-                    // The decision that confirmed ends with its idempotency record: its
-                    // position is the one the first answer carried.
+                    // Stored before confirmations carried their record: the decision ends
+                    // with its separate idempotency record.
                     Some(paid) if recorded.event_type == "InventoryCommandAccepted" => {
                         paid.position = recorded.position;
                         return Ok(found);
