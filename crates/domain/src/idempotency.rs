@@ -11,14 +11,13 @@
 //! collision between two keys would at worst make a different command look like a reuse of
 //! the key (refused), never hand a wrong outcome to a matching command.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::aggregate::{ActorRef, CommandMeta};
 use crate::ids::{IdempotencyKey, TICKETING_NAMESPACE, UserId};
+use crate::index::Index;
 use crate::rejection::Rejection;
 
 /// What an accepted command leaves behind so that a retry can be recognised.
@@ -113,23 +112,59 @@ fn low_bits(id: Uuid) -> u64 {
 
 /// Decided keys of one stream and what they answered. `O` is the compact form of an outcome
 /// the aggregate chooses to keep.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Ledger<O> {
-    /// Scoped key hash -> (32 bits of the body fingerprint, recorded outcome). 32 bits are
-    /// plenty to notice a key reused for another command; they are not what makes a retry
-    /// safe (the 64-bit key hash is).
-    entries: HashMap<u64, (u32, O)>,
+    /// Every decided key, in the order first recorded: 16 bytes each for a 4-byte outcome.
+    entries: Vec<LedgerEntry<O>>,
+    /// Scoped key hash -> position in `entries` (4 bytes a slot; the hash is the key's).
+    index: Index,
+}
+
+/// One decided key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct LedgerEntry<O> {
+    /// The scoped key hash: a 64-bit hash is what makes a retry safe to answer.
+    key: u64,
+    /// 32 bits of the body fingerprint: plenty to notice a key reused for another command.
+    fingerprint: u32,
+    /// What the command answered.
+    outcome: O,
 }
 
 impl<O> Default for Ledger<O> {
     fn default() -> Self {
         Self {
-            entries: HashMap::new(),
+            entries: Vec::new(),
+            index: Index::default(),
         }
     }
 }
 
+/// Two ledgers are equal when they recall the same outcome for the same keys, whatever the
+/// order they were recorded in.
+impl<O: PartialEq> PartialEq for Ledger<O> {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries.len() == other.entries.len()
+            && self.entries.iter().all(|e| {
+                other
+                    .entry(e.key)
+                    .is_some_and(|o| o.fingerprint == e.fingerprint && o.outcome == e.outcome)
+            })
+    }
+}
+
+impl<O: Eq> Eq for Ledger<O> {}
+
 impl<O> Ledger<O> {
+    fn position(&self, key: u64) -> Option<u32> {
+        self.index
+            .find(key, |pos| self.entries[pos as usize].key == key)
+    }
+
+    fn entry(&self, key: u64) -> Option<&LedgerEntry<O>> {
+        self.position(key).map(|pos| &self.entries[pos as usize])
+    }
+
     /// The recorded outcome of a command with this key and body, if the key was decided;
     /// a decided key with a different body is refused.
     pub fn recall<C: Serialize>(
@@ -147,9 +182,9 @@ impl<O> Ledger<O> {
         body_fingerprint: Uuid,
     ) -> Result<Option<&O>, Rejection> {
         let hash = scoped_key_hash(&meta.actor.reference(), &meta.idempotency_key);
-        match self.entries.get(&hash) {
+        match self.entry(hash) {
             None => Ok(None),
-            Some((fp, outcome)) if *fp == low_bits(body_fingerprint) as u32 => Ok(Some(outcome)),
+            Some(e) if e.fingerprint == low_bits(body_fingerprint) as u32 => Ok(Some(&e.outcome)),
             Some(_) => Err(Rejection::invalid(
                 "idempotencyKey",
                 format!(
@@ -173,9 +208,32 @@ impl<O> Ledger<O> {
         fingerprint: Uuid,
         outcome: O,
     ) {
-        let hash = scoped_key_hash(actor, key);
-        self.entries
-            .insert(hash, (low_bits(fingerprint) as u32, outcome));
+        let key = scoped_key_hash(actor, key);
+        let fingerprint = low_bits(fingerprint) as u32;
+        if let Some(pos) = self.position(key) {
+            // Decide never records a key twice; a stream that does keeps the last answer.
+            let entry = &mut self.entries[pos as usize];
+            entry.fingerprint = fingerprint;
+            entry.outcome = outcome;
+            return;
+        }
+        let Ok(pos) = u32::try_from(self.entries.len()) else {
+            return;
+        };
+        self.entries.push(LedgerEntry {
+            key,
+            fingerprint,
+            outcome,
+        });
+        let entries = &self.entries;
+        self.index.insert(key, pos, |p| entries[p as usize].key);
+    }
+
+    /// Gives back the memory the recorded keys do not need (for a state kept idle).
+    pub fn shrink_to_fit(&mut self) {
+        self.entries.shrink_to_fit();
+        let entries = &self.entries;
+        self.index.shrink_to_fit(|p| entries[p as usize].key);
     }
 
     /// How many keys are recorded.

@@ -46,6 +46,7 @@ pub mod aggregate;
 pub mod codec;
 pub mod idempotency;
 pub mod ids;
+mod index;
 pub mod inventory;
 pub mod money;
 pub mod rejection;

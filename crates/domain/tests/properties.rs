@@ -7,7 +7,8 @@
 //! * folding every produced event from scratch reproduces the state decide saw;
 //! * re-sending any accepted command with its idempotency key yields no events and the
 //!   same outcome; reusing a key for another command is refused;
-//! * every event survives its stored form (encode, decode) unchanged.
+//! * every event survives its stored form (encode, decode) unchanged;
+//! * shrinking the state to fit keeps every answer.
 
 mod common;
 
@@ -426,6 +427,21 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         replayed == r.state,
         "folding the history does not reproduce the state"
     );
+    // An idle actor shrinks its state: it must still find everything and answer the same.
+    let mut shrunk = replayed;
+    shrunk.shrink_to_fit();
+    if let Err(violation) = shrunk.check_invariants() {
+        return Err(TestCaseError::fail(format!("after shrinking: {violation}")));
+    }
+    prop_assert!(shrunk == r.state, "shrinking changed the state");
+    for (command, outcome) in &r.accepted {
+        let again = shrunk.decide(command);
+        prop_assert!(
+            matches!(&again, Ok(d) if d.events.is_empty() && &d.outcome == outcome),
+            "a retry on the shrunk state answered {:?}",
+            again
+        );
+    }
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! well-formed (INVALID_INPUT), and then the rules of the current state.
 
 use std::collections::HashSet;
+use std::num::NonZeroU64;
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -137,7 +138,7 @@ impl Inventory {
                 Some(o) => InventoryOutcome::Held {
                     order_id,
                     expires_at: o.expires_at,
-                    total: o.total,
+                    total: o.total(),
                 },
                 None => InventoryOutcome::Accepted,
             },
@@ -164,7 +165,9 @@ impl Inventory {
             Some(RecordedKind::OrderCancelled) => InventoryOutcome::OrderCancelled {
                 order_id,
                 // Only a paid order has tickets, and only a paid order is refunded.
-                refund: order.filter(|o| o.first_ticket.is_some()).map(|o| o.total),
+                refund: order
+                    .filter(|o| o.first_ticket().is_some())
+                    .map(|o| o.total()),
             },
             Some(RecordedKind::Refunded) => match self.owed_refunds.get(i) {
                 Some(r) => InventoryOutcome::Refunded {
@@ -424,10 +427,13 @@ impl Inventory {
                 self.owner_or_organizer(meta, event, order)?;
                 match order.status {
                     OrderStatus::Held | OrderStatus::Paid => {
-                        if let Some(used) = self.order_tickets(order).find_map(|t| match t.status {
-                            TicketStatus::CheckedIn { at } => Some((t.id, at)),
-                            _ => None,
-                        }) {
+                        if let Some(used) =
+                            self.order_tickets(order)
+                                .find_map(|t| match self.ticket_status(t) {
+                                    TicketStatus::CheckedIn { at } => Some((t.id, at)),
+                                    _ => None,
+                                })
+                        {
                             return Err(Rejection::AlreadyCheckedIn {
                                 ticket: used.0.to_string(),
                                 at: used.1,
@@ -476,11 +482,10 @@ impl Inventory {
                     ));
                 }
                 let ticket = self
-                    .ticket_index
-                    .get(ticket_id)
-                    .map(|&i| &self.tickets[i as usize])
+                    .ticket_pos(ticket_id)
+                    .map(|i| &self.tickets[i as usize])
                     .ok_or_else(|| Rejection::not_found("ticket", ticket_id))?;
-                match ticket.status {
+                match self.ticket_status(ticket) {
                     TicketStatus::Void => Err(Rejection::TicketVoid {
                         ticket: ticket_id.to_string(),
                     }),
@@ -632,8 +637,8 @@ impl Inventory {
         let paid = order.status == OrderStatus::Paid;
         OrderCancelled {
             order_id,
-            user_id: order.user,
-            refund: paid.then_some(order.total),
+            user_id: self.buyer_of(order),
+            refund: paid.then_some(order.total()),
             reason,
             voided_tickets: self.order_tickets(order).map(|t| t.id).collect(),
             at,
@@ -733,7 +738,7 @@ impl Inventory {
                     format!("seat {seat} is listed twice"),
                 ));
             }
-            if self.seat_index.contains_key(&seat) {
+            if self.seat_pos(&seat).is_some() {
                 return Err(Rejection::AlreadyExists {
                     what: "seat",
                     id: seat.to_string(),
@@ -820,7 +825,7 @@ impl Inventory {
                             format!("seat {seat} is requested twice"),
                         ));
                     }
-                    let Some(&s) = self.seat_index.get(seat) else {
+                    let Some(s) = self.seat_pos(seat) else {
                         return Err(Rejection::invalid(
                             "seats",
                             format!("there is no seat {seat}"),
@@ -861,7 +866,7 @@ impl Inventory {
                 event.id
             )));
         }
-        if self.order_index.contains_key(&req.order_id) {
+        if self.order_pos(&req.order_id).is_some() {
             return Err(Rejection::AlreadyExists {
                 what: "order",
                 id: req.order_id.to_string(),
@@ -870,9 +875,8 @@ impl Inventory {
         self.on_sale(event, meta.now)?;
         for seat in &seats {
             let taken = self
-                .seat_index
-                .get(seat)
-                .is_some_and(|&s| self.seats[s as usize].taken_by.is_some());
+                .seat_pos(seat)
+                .is_some_and(|s| self.seats[s as usize].taken_by.is_some());
             if taken {
                 return Err(Rejection::SeatTaken {
                     seat: seat.to_string(),
@@ -917,14 +921,14 @@ impl Inventory {
         order_id: OrderId,
         payment: &PaymentInput,
     ) -> Result<Decided, Rejection> {
-        let order = self.known_order(order_id)?;
+        let (pos, order) = self
+            .order_at(order_id)
+            .ok_or_else(|| Rejection::not_found("order", order_id))?;
         system_or_admin(meta, "confirm payments")?;
         let amount = payment_amount(payment)?;
         let payment_ref = payment_ref(payment)?;
-        let (pos, _) = self
-            .order_at(order_id)
-            .ok_or_else(|| Rejection::not_found("order", order_id))?;
-        if let Some((_, owed)) = self.owed_refund(pos, payment_hash(&payment_ref)) {
+        let payment_key = payment_hash(&payment_ref);
+        if let Some((_, owed)) = self.owed_refund(pos, payment_key) {
             // This payment is already owed back (a repeated callback under a new key): the
             // same refund, not a second one.
             return Ok((
@@ -939,7 +943,7 @@ impl Inventory {
         let refund = |reason: RefundReason, mut events: Vec<InventoryEvent>| {
             events.push(InventoryEvent::PaymentRefundOwed(PaymentRefundOwed {
                 order_id,
-                user_id: order.user,
+                user_id: self.buyer_of(order),
                 payment_ref: payment_ref.clone(),
                 amount,
                 reason,
@@ -962,17 +966,17 @@ impl Inventory {
                 });
                 Ok(refund(RefundReason::HoldExpired, vec![expired]))
             }
-            OrderStatus::Held if amount != order.total => {
+            OrderStatus::Held if amount != order.total() => {
                 Ok(refund(RefundReason::AmountMismatch, Vec::new()))
             }
             OrderStatus::Held => {
-                let tier = &self.tiers[order.tier as usize];
-                let seats: Vec<SeatId> = order
-                    .seats
+                let tier = &self.tiers[order.tier()];
+                let seats: Vec<SeatId> = self
+                    .seats_of(order)
                     .iter()
                     .map(|&s| self.seats[s as usize].id.clone())
                     .collect();
-                let tickets = self.issue(payment, order.quantity, &seats, tier.seated)?;
+                let tickets = self.issue(payment, order.quantity(), &seats, tier.seated)?;
                 let outcome = InventoryOutcome::Confirmed {
                     order_id,
                     tickets: tickets.iter().map(|t| t.ticket_id).collect(),
@@ -980,7 +984,7 @@ impl Inventory {
                 Ok((
                     vec![InventoryEvent::OrderConfirmed(OrderConfirmed {
                         order_id,
-                        user_id: order.user,
+                        user_id: self.buyer_of(order),
                         payment_ref,
                         amount,
                         tickets,
@@ -990,7 +994,7 @@ impl Inventory {
                     outcome,
                 ))
             }
-            OrderStatus::Paid if order.payment == Some(payment_hash(&payment_ref)) => {
+            OrderStatus::Paid if order.payment == Some(payment_key) => {
                 // The same payment reported again (a repeated callback under a new key):
                 // it already paid for these tickets, so nothing is owed and nothing changes.
                 Ok((
@@ -1056,7 +1060,7 @@ impl Inventory {
             None => Ok((
                 vec![InventoryEvent::RefundIssued(RefundIssued {
                     order_id,
-                    user_id: order.user,
+                    user_id: self.buyer_of(order),
                     payment_ref,
                     refund_id,
                     amount,
@@ -1099,7 +1103,7 @@ impl Inventory {
                     format!("ticket id {ticket_id} is given twice"),
                 ));
             }
-            if self.ticket_index.contains_key(ticket_id) {
+            if self.ticket_pos(ticket_id).is_some() {
                 return Err(Rejection::AlreadyExists {
                     what: "ticket",
                     id: ticket_id.to_string(),
@@ -1175,7 +1179,8 @@ impl Inventory {
         order: &Order,
     ) -> Result<(), Rejection> {
         let me = meta.actor.user_id();
-        if me == Some(order.user) || me == Some(event.organizer) || meta.actor.is_admin() {
+        if me == Some(self.buyer_of(order)) || me == Some(event.organizer) || meta.actor.is_admin()
+        {
             Ok(())
         } else {
             Err(Rejection::forbidden(
@@ -1199,11 +1204,13 @@ impl Inventory {
     }
 }
 
-/// A stable 64-bit hash of a payment reference.
-pub(super) fn payment_hash(payment_ref: &str) -> u64 {
-    uuid::Uuid::new_v5(&crate::ids::TICKETING_NAMESPACE, payment_ref.as_bytes())
+/// A stable 64-bit hash of a payment reference (never zero, so that an order keeps it in
+/// eight bytes).
+pub(super) fn payment_hash(payment_ref: &str) -> NonZeroU64 {
+    let hash = uuid::Uuid::new_v5(&crate::ids::TICKETING_NAMESPACE, payment_ref.as_bytes())
         .as_u64_pair()
-        .0
+        .0;
+    NonZeroU64::new(hash).unwrap_or(NonZeroU64::MIN)
 }
 
 fn unreachable_create() -> Result<Decided, Rejection> {

@@ -5,12 +5,15 @@
 use super::decide::payment_hash;
 use super::event::*;
 use super::outcome::InventoryOutcome;
+use std::num::NonZeroU64;
+
 use super::{
-    EventInfo, EventStatus, Inventory, Order, OrderStatus, OwedRefund, Recorded, RecordedKind,
-    RecordedRefund, SalesWindow, Seat, Ticket, TicketStatus, Tier,
+    Buyer, EventInfo, EventStatus, Inventory, NONE, Order, OrderStatus, OwedRefund, Recorded,
+    RecordedKind, RecordedRefund, SalesWindow, Seat, Ticket, Tier,
 };
 use crate::idempotency::CommandStamp;
-use crate::ids::{OrderId, UserId};
+use crate::ids::{OrderId, SeatId, UserId};
+use crate::index::hash_of;
 use crate::money::Money;
 
 impl Inventory {
@@ -86,23 +89,27 @@ impl Inventory {
             }
             E::SeatsAdded(e) => {
                 self.seats.reserve(e.seats.len());
-                self.seat_index.reserve(e.seats.len());
+                let seats = &self.seats;
+                self.seat_index
+                    .reserve(e.seats.len(), |p| hash_of(&seats[p as usize].id));
                 for a in &e.seats {
                     let Some(&t) = self.tier_index.get(&a.tier_id) else {
                         continue;
                     };
-                    if self.seat_index.contains_key(&a.seat) {
+                    if self.seat_pos(&a.seat).is_some() {
                         continue;
                     }
                     let Ok(pos) = u32::try_from(self.seats.len()) else {
                         continue;
                     };
-                    self.seat_index.insert(a.seat.clone(), pos);
                     self.seats.push(Seat {
                         id: a.seat.clone(),
                         tier: t as u32,
                         taken_by: None,
                     });
+                    let seats = &self.seats;
+                    self.seat_index
+                        .insert(hash_of(&a.seat), pos, |p| hash_of(&seats[p as usize].id));
                     self.tiers[t].capacity = self.tiers[t].capacity.saturating_add(1);
                 }
             }
@@ -122,22 +129,21 @@ impl Inventory {
             }
             // A refund owed changes no stock; it is remembered so that it is refunded once.
             E::PaymentRefundOwed(e) => {
-                if let Some(&pos) = self.order_index.get(&e.order_id) {
+                if let Some(pos) = self.order_pos(&e.order_id) {
                     self.owe(pos, payment_hash(&e.payment_ref), e.amount, e.reason);
                 }
             }
             E::OrderCancelled(e) => {
                 let paid_by = self
-                    .order_index
-                    .get(&e.order_id)
-                    .and_then(|&pos| Some((pos, self.orders[pos as usize].payment?)));
+                    .order_pos(&e.order_id)
+                    .and_then(|pos| Some((pos, self.orders[pos as usize].payment?)));
                 if let (Some(amount), Some((pos, payment))) = (e.refund, paid_by) {
                     self.owe(pos, payment, amount, e.reason);
                 }
                 self.cancel(e.order_id);
             }
             E::RefundIssued(e) => {
-                let Some(&pos) = self.order_index.get(&e.order_id) else {
+                let Some(pos) = self.order_pos(&e.order_id) else {
                     return;
                 };
                 if let Some((r, owed)) = self.owed_refund(pos, payment_hash(&e.payment_ref))
@@ -147,8 +153,18 @@ impl Inventory {
                 }
             }
             E::TicketCheckedIn(e) => {
-                if let Some(&i) = self.ticket_index.get(&e.ticket_id) {
-                    self.tickets[i as usize].status = TicketStatus::CheckedIn { at: e.at };
+                if let (Some(i), Ok(at)) = (
+                    self.ticket_pos(&e.ticket_id),
+                    u32::try_from(self.check_ins.len()),
+                ) {
+                    let ticket = &mut self.tickets[i as usize];
+                    match self.check_ins.get_mut(ticket.check_in as usize) {
+                        Some(time) => *time = e.at,
+                        None => {
+                            ticket.check_in = at;
+                            self.check_ins.push(e.at);
+                        }
+                    }
                 }
             }
             E::CommandAccepted(e) => {
@@ -172,9 +188,8 @@ impl Inventory {
         kind: RecordedKind,
     ) {
         let recorded = self
-            .order_index
-            .get(&order_id)
-            .and_then(|&pos| Recorded::new(kind, pos));
+            .order_pos(&order_id)
+            .and_then(|pos| Recorded::new(kind, pos));
         if let Some(recorded) = recorded {
             self.ledger.record_key(
                 &stamp.actor_of(user),
@@ -189,7 +204,7 @@ impl Inventory {
     fn compact(&mut self, outcome: &InventoryOutcome) -> Option<Recorded> {
         use InventoryOutcome as O;
         use RecordedKind as K;
-        let order = |id: &OrderId| self.order_index.get(id).copied();
+        let order = |id: &OrderId| self.order_pos(id);
         match outcome {
             O::EventCreated { .. } => Recorded::new(K::EventCreated, 0),
             O::Accepted => Recorded::new(K::Accepted, 0),
@@ -218,7 +233,7 @@ impl Inventory {
                 Recorded::new(K::Refunded, index)
             }
             O::CheckedIn { ticket_id, .. } => {
-                Recorded::new(K::CheckedIn, *self.ticket_index.get(ticket_id)?)
+                Recorded::new(K::CheckedIn, self.ticket_pos(ticket_id)?)
             }
             O::RefundOwed {
                 order_id,
@@ -240,7 +255,7 @@ impl Inventory {
 
     /// Records money owed back for a payment of the order at `order`; one refund per
     /// payment (a payment is only ever paid back once), and nothing for a free order.
-    fn owe(&mut self, order: u32, payment: u64, amount: Money, reason: RefundReason) {
+    fn owe(&mut self, order: u32, payment: NonZeroU64, amount: Money, reason: RefundReason) {
         if amount.amount_minor == 0 || self.owed_refund(order, payment).is_some() {
             return;
         }
@@ -266,60 +281,114 @@ impl Inventory {
         let Some(&t) = self.tier_index.get(&e.tier_id) else {
             return;
         };
-        if self.order_index.contains_key(&e.order_id) {
+        // Decide never places more (see `limits`); such an event is ignored like any other
+        // that names what cannot be.
+        let (Ok(tier), Ok(quantity)) = (u16::try_from(t), u16::try_from(e.quantity)) else {
+            return;
+        };
+        if self.order_pos(&e.order_id).is_some() {
             return;
         }
         let Ok(pos) = u32::try_from(self.orders.len()) else {
             return;
         };
-        let seats: Box<[u32]> = e
-            .seats
-            .iter()
-            .filter_map(|s| self.seat_index.get(s).copied())
-            .collect();
-        for &s in seats.iter() {
-            self.seats[s as usize].taken_by = Some(pos);
-        }
+        let seats = if e.seats.is_empty() {
+            NONE
+        } else {
+            self.place_seats(pos, &e.seats)
+        };
+        let buyer = self.buyer(e.user_id);
+        let counted = &mut self.buyers[buyer as usize].tickets;
+        *counted = counted.saturating_add(e.quantity);
         self.tiers[t].held = self.tiers[t].held.saturating_add(e.quantity);
-        let count = self.per_user.entry(e.user_id).or_default();
-        *count = count.saturating_add(e.quantity);
         self.live_hold_count += 1;
-        self.order_index.insert(e.order_id, pos);
         self.orders.push(Order {
             id: e.order_id,
-            user: e.user_id,
-            tier: t as u32,
-            quantity: e.quantity,
-            seats,
-            status: OrderStatus::Held,
             expires_at: e.expires_at,
-            total: e.total,
-            first_ticket: None,
+            total_minor: e.total.amount_minor,
             payment: None,
+            buyer,
+            seats,
+            first_ticket: NONE,
+            quantity,
+            tier,
+            status: OrderStatus::Held,
+            currency: e.total.currency,
         });
+        let orders = &self.orders;
+        self.order_index.insert(hash_of(&e.order_id), pos, |p| {
+            hash_of(&orders[p as usize].id)
+        });
+    }
+
+    /// Takes the named seats for the order at `pos`; returns where its run of seats starts
+    /// in `order_seats` (unknown seats are left out).
+    fn place_seats(&mut self, pos: u32, seats: &[SeatId]) -> u32 {
+        let Ok(start) = u32::try_from(self.order_seats.len()) else {
+            return NONE;
+        };
+        self.order_seats.push(0);
+        for seat in seats {
+            if let Some(s) = self.seat_pos(seat) {
+                self.seats[s as usize].taken_by = Some(pos);
+                self.order_seats.push(s);
+            }
+        }
+        let count = self.order_seats.len() - start as usize - 1;
+        self.order_seats[start as usize] = count as u32;
+        start
+    }
+
+    /// Position of a user in `buyers`, added on their first order.
+    fn buyer(&mut self, id: UserId) -> u32 {
+        if let Some(b) = self.buyer_pos(&id) {
+            return b;
+        }
+        // Fewer buyers than orders, and orders are counted in `u32`.
+        let pos = self.buyers.len() as u32;
+        self.buyers.push(Buyer { id, tickets: 0 });
+        let buyers = &self.buyers;
+        self.buyer_index
+            .insert(hash_of(&id), pos, |p| hash_of(&buyers[p as usize].id));
+        pos
     }
 
     /// Ends a live hold without payment: its tickets go back to stock.
     fn close_hold(&mut self, order_id: OrderId, status: OrderStatus) {
-        let Some(&pos) = self.order_index.get(&order_id) else {
+        let Some(pos) = self.order_pos(&order_id) else {
             return;
         };
-        let order = &mut self.orders[pos as usize];
+        let order = &self.orders[pos as usize];
         if order.status != OrderStatus::Held {
             return;
         }
-        order.status = status;
-        let (tier, quantity, user) = (order.tier as usize, order.quantity, order.user);
-        for &s in order.seats.iter() {
-            self.seats[s as usize].taken_by = None;
-        }
+        let (tier, quantity, buyer) = (order.tier(), order.quantity(), order.buyer);
+        self.free_seats(pos);
+        self.orders[pos as usize].status = status;
         self.tiers[tier].held = self.tiers[tier].held.saturating_sub(quantity);
         self.live_hold_count = self.live_hold_count.saturating_sub(1);
-        self.uncount_user(user, quantity);
+        self.uncount(buyer, quantity);
+    }
+
+    /// Gives the seats of the order at `pos` back.
+    fn free_seats(&mut self, pos: u32) {
+        let order = &self.orders[pos as usize];
+        if order.seats == NONE {
+            return;
+        }
+        let start = order.seats as usize;
+        let len = self.order_seats.get(start).copied().unwrap_or(0) as usize;
+        for &s in self
+            .order_seats
+            .get(start + 1..start + 1 + len)
+            .unwrap_or(&[])
+        {
+            self.seats[s as usize].taken_by = None;
+        }
     }
 
     fn confirm(&mut self, e: &OrderConfirmed) {
-        let Some(&pos) = self.order_index.get(&e.order_id) else {
+        let Some(pos) = self.order_pos(&e.order_id) else {
             return;
         };
         let order = &mut self.orders[pos as usize];
@@ -330,65 +399,58 @@ impl Inventory {
             return;
         };
         order.status = OrderStatus::Paid;
-        order.first_ticket = Some(first);
-        order.payment = Some(super::decide::payment_hash(&e.payment_ref));
-        let tier = order.tier as usize;
-        let quantity = order.quantity;
-        let seats = order.seats.clone();
+        order.first_ticket = first;
+        order.payment = Some(payment_hash(&e.payment_ref));
+        let tier = order.tier();
+        let quantity = order.quantity();
         self.tiers[tier].held = self.tiers[tier].held.saturating_sub(quantity);
         self.tiers[tier].sold = self.tiers[tier].sold.saturating_add(quantity);
         self.live_hold_count = self.live_hold_count.saturating_sub(1);
-        self.tickets.reserve(e.tickets.len());
-        for (i, t) in e.tickets.iter().enumerate() {
-            self.ticket_index.insert(t.ticket_id, first + i as u32);
+        // An order's tickets are its quantity: an event that issued another number (which
+        // decide refuses) issues that many, no more, so that they stay contiguous.
+        self.tickets.reserve(quantity as usize);
+        let tickets = &self.tickets;
+        self.ticket_index
+            .reserve(quantity as usize, |p| hash_of(&tickets[p as usize].id));
+        for i in 0..quantity {
+            let Some(t) = e.tickets.get(i as usize) else {
+                break;
+            };
             self.tickets.push(Ticket {
                 id: t.ticket_id,
                 order: pos,
-                seat: seats.get(i).copied(),
-                status: TicketStatus::Valid,
+                check_in: NONE,
             });
+            let tickets = &self.tickets;
+            self.ticket_index
+                .insert(hash_of(&t.ticket_id), first + i, |p| {
+                    hash_of(&tickets[p as usize].id)
+                });
         }
     }
 
     fn cancel(&mut self, order_id: OrderId) {
-        let Some(&pos) = self.order_index.get(&order_id) else {
+        let Some(pos) = self.order_pos(&order_id) else {
             return;
         };
         let order = &self.orders[pos as usize];
         match order.status {
             OrderStatus::Held => self.close_hold(order_id, OrderStatus::Cancelled),
             OrderStatus::Paid => {
-                let (tier, quantity, user, first) = (
-                    order.tier as usize,
-                    order.quantity,
-                    order.user,
-                    order.first_ticket,
-                );
-                for &s in order.seats.iter() {
-                    self.seats[s as usize].taken_by = None;
-                }
-                if let Some(first) = first {
-                    let range = first as usize..first as usize + quantity as usize;
-                    if let Some(tickets) = self.tickets.get_mut(range) {
-                        for t in tickets {
-                            t.status = TicketStatus::Void;
-                        }
-                    }
-                }
+                let (tier, quantity, buyer) = (order.tier(), order.quantity(), order.buyer);
+                self.free_seats(pos);
+                // Its tickets are void from now on: they follow their order's status.
                 self.tiers[tier].sold = self.tiers[tier].sold.saturating_sub(quantity);
-                self.uncount_user(user, quantity);
+                self.uncount(buyer, quantity);
                 self.orders[pos as usize].status = OrderStatus::Cancelled;
             }
             _ => {}
         }
     }
 
-    fn uncount_user(&mut self, user: crate::ids::UserId, quantity: u32) {
-        if let Some(n) = self.per_user.get_mut(&user) {
-            *n = n.saturating_sub(quantity);
-            if *n == 0 {
-                self.per_user.remove(&user);
-            }
+    fn uncount(&mut self, buyer: u32, quantity: u32) {
+        if let Some(b) = self.buyers.get_mut(buyer as usize) {
+            b.tickets = b.tickets.saturating_sub(quantity);
         }
     }
 }

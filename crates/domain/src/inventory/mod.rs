@@ -1,9 +1,10 @@
 //! One ticketed event's inventory: its details, tiers, seat map, orders and tickets.
 //!
 //! [`Inventory`] is the state of stream `inventory-<event id>`. It keeps indexes (per-tier
-//! counters, seat id -> seat, order id -> order, ticket id -> ticket, per-user counts) so
-//! that deciding and folding a hold costs in proportion to the request, never to the size
-//! of the seat map or the number of orders.
+//! counters, seat id -> seat, order id -> order, ticket id -> ticket, user id -> buyer and
+//! their count) so that deciding and folding a hold costs in proportion to the request,
+//! never to the size of the seat map or the number of orders. An actor keeps it in memory
+//! while its event sells, so it stores each id once and indexes positions only.
 
 mod command;
 mod decide;
@@ -12,6 +13,7 @@ mod evolve;
 mod outcome;
 
 use std::collections::HashMap;
+use std::num::NonZeroU64;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -32,34 +34,47 @@ pub use outcome::InventoryOutcome;
 
 use crate::idempotency::Ledger;
 use crate::ids::{EventId, OrderId, SeatId, TicketId, TierId, UserId};
-use crate::money::Money;
+use crate::index::{Index, hash_of};
+use crate::money::{Currency, Money};
 
 /// The state of one event's inventory, folded from its stream.
+///
+/// An inventory actor keeps this in memory for as long as its event sells, so it is kept
+/// compact: ids are stored once, in the vectors, and the indexes over them hold positions
+/// only (see [`Inventory::shrink_to_fit`] for a state kept idle).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Inventory {
     /// The event itself; `None` until it is created.
     event: Option<EventInfo>,
     /// Tiers in the order they were added (read views list them in this order).
     tiers: Vec<Tier>,
-    /// Tier id -> position in `tiers`.
+    /// Tier id -> position in `tiers` (at most [`limits::MAX_TIERS`]).
     tier_index: HashMap<TierId, usize>,
     /// Seats in the order they were added.
     seats: Vec<Seat>,
     /// Seat id -> position in `seats`: seat lookups without scanning the map.
-    seat_index: HashMap<SeatId, u32>,
+    seat_index: Index,
     /// Every order ever placed, in placement order (closed orders stay: payments may still
     /// arrive for them, and retries recall them).
     orders: Vec<Order>,
     /// Order id -> position in `orders`.
-    order_index: HashMap<OrderId, u32>,
+    order_index: Index,
+    /// The seats of seated orders, one run per order: its number of seats, then their
+    /// positions in `seats` (general orders, most of them, take no room here).
+    order_seats: Vec<u32>,
     /// How many orders are live holds (for metrics and tests, without a scan).
     live_hold_count: usize,
     /// Every ticket ever issued, in issue order; an order's tickets are contiguous.
     tickets: Vec<Ticket>,
     /// Ticket id -> position in `tickets`.
-    ticket_index: HashMap<TicketId, u32>,
-    /// Tickets per user counted against the per-user limit: held plus valid.
-    per_user: HashMap<UserId, u32>,
+    ticket_index: Index,
+    /// When tickets were checked in, in check-in order (see `Ticket::check_in`).
+    check_ins: Vec<DateTime<Utc>>,
+    /// Every user who placed an order, once (orders name them by position), with the
+    /// tickets they have against the per-user limit.
+    buyers: Vec<Buyer>,
+    /// User id -> position in `buyers`.
+    buyer_index: Index,
     /// Decided idempotency keys and what they answered, compactly (see [`Recorded`]).
     ledger: Ledger<Recorded>,
     /// Refunds owed for payments that bought nothing, so a retried payment callback
@@ -73,13 +88,22 @@ pub struct Inventory {
     order_refunds: HashMap<u32, Vec<u32>>,
 }
 
+/// A user who placed an order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Buyer {
+    /// The user's id.
+    id: UserId,
+    /// Tickets counted against the per-user limit: held plus valid.
+    tickets: u32,
+}
+
 /// Money owed back for one payment of one order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct OwedRefund {
     /// Position of the order in `orders`.
     order: u32,
     /// Hash of the payment reference to refund (see `decide::payment_hash`).
-    payment: u64,
+    payment: NonZeroU64,
     /// What is owed.
     amount: Money,
     /// Why.
@@ -219,29 +243,56 @@ struct Seat {
     taken_by: Option<u32>,
 }
 
+/// An order, in 64 bytes: an actor keeps every order of its event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Order {
     /// The order's id.
     id: OrderId,
-    /// The buyer.
-    user: UserId,
-    /// Position of its tier in `tiers`.
-    tier: u32,
-    /// Number of tickets.
-    quantity: u32,
-    /// Positions of the held seats in `seats` (empty for a general tier).
-    seats: Box<[u32]>,
-    /// Held, paid, released, expired or cancelled.
-    status: OrderStatus,
     /// When the hold lapses unless paid.
     expires_at: DateTime<Utc>,
-    /// What the order costs (fixed when held).
-    total: Money,
-    /// Position of its first ticket in `tickets`, once paid.
-    first_ticket: Option<u32>,
+    /// What the order costs (fixed when held), in minor units of `currency`.
+    total_minor: u64,
     /// Hash of the payment reference that paid it, to recognise a repeated payment
     /// callback without keeping the reference itself.
-    payment: Option<u64>,
+    payment: Option<NonZeroU64>,
+    /// Position of the buyer in `buyers`.
+    buyer: u32,
+    /// Position of its run in `order_seats`, or [`NONE`] for a general tier.
+    seats: u32,
+    /// Position of its first ticket in `tickets` once paid, else [`NONE`].
+    first_ticket: u32,
+    /// Number of tickets (at most [`limits::MAX_TICKETS_PER_ORDER`] when decided).
+    quantity: u16,
+    /// Position of its tier in `tiers` (at most [`limits::MAX_TIERS`]).
+    tier: u16,
+    /// Held, paid, released, expired or cancelled.
+    status: OrderStatus,
+    /// The currency of `total_minor`.
+    currency: Currency,
+}
+
+/// No position, in a `u32` position field (positions stay below [`MAX_RECORDED_INDEX`]).
+const NONE: u32 = u32::MAX;
+
+impl Order {
+    fn total(&self) -> Money {
+        Money {
+            amount_minor: self.total_minor,
+            currency: self.currency,
+        }
+    }
+
+    fn first_ticket(&self) -> Option<u32> {
+        (self.first_ticket != NONE).then_some(self.first_ticket)
+    }
+
+    fn quantity(&self) -> u32 {
+        u32::from(self.quantity)
+    }
+
+    fn tier(&self) -> usize {
+        usize::from(self.tier)
+    }
 }
 
 /// Where an order is in its life.
@@ -260,17 +311,23 @@ pub enum OrderStatus {
     Cancelled,
 }
 
+/// An issued ticket, in 24 bytes. Its seat is its order's seat at the same rank, and it is
+/// void exactly when its order is no longer paid, so neither is kept here.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Ticket {
     /// The ticket's id.
     id: TicketId,
     /// Position of its order in `orders`.
     order: u32,
-    /// Position of its seat in `seats`, for a seated tier.
-    seat: Option<u32>,
-    /// Valid, checked in, or void.
-    status: TicketStatus,
+    /// Position in `check_ins` of when it was checked in at the door, or [`NONE`] (tickets
+    /// are checked in only once the sale is over: no room for a time until then).
+    check_in: u32,
 }
+
+// What an actor keeps per order and per ticket: a regression here is paid for every order of
+// every event in memory.
+const _: () = assert!(std::mem::size_of::<Order>() == 64);
+const _: () = assert!(std::mem::size_of::<Ticket>() == 24);
 
 /// Where a ticket is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -425,9 +482,8 @@ impl Inventory {
 
     /// One seat and its state.
     pub fn seat(&self, id: &SeatId) -> Option<SeatView> {
-        self.seat_index
-            .get(id)
-            .map(|&i| self.seat_view(&self.seats[i as usize]))
+        self.seat_pos(id)
+            .map(|i| self.seat_view(&self.seats[i as usize]))
     }
 
     /// Every seat and its state, in the order they were added.
@@ -437,24 +493,29 @@ impl Inventory {
 
     /// One order.
     pub fn order(&self, id: OrderId) -> Option<OrderView> {
-        self.order_at(id).map(|(_, o)| self.order_view(o))
+        self.order_at(id).map(|(pos, o)| self.order_view(pos, o))
     }
 
     /// Every order (in no particular order).
     pub fn orders(&self) -> impl Iterator<Item = OrderView> + '_ {
-        self.orders.iter().map(|o| self.order_view(o))
+        self.orders
+            .iter()
+            .enumerate()
+            .map(|(pos, o)| self.order_view(pos as u32, o))
     }
 
     /// One ticket.
     pub fn ticket(&self, id: TicketId) -> Option<TicketView> {
-        self.ticket_index
-            .get(&id)
-            .map(|&i| self.ticket_view(&self.tickets[i as usize]))
+        self.ticket_pos(&id)
+            .map(|i| self.ticket_view(i, &self.tickets[i as usize]))
     }
 
     /// Every ticket, in issue order.
     pub fn tickets(&self) -> impl Iterator<Item = TicketView> + '_ {
-        self.tickets.iter().map(|t| self.ticket_view(t))
+        self.tickets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| self.ticket_view(i as u32, t))
     }
 
     /// Live holds and when each expires, so that whoever runs the clock can schedule
@@ -473,12 +534,43 @@ impl Inventory {
 
     /// Tickets a user currently has against the per-user limit: held plus valid.
     pub fn tickets_of_user(&self, user: UserId) -> u32 {
-        self.per_user.get(&user).copied().unwrap_or(0)
+        self.buyer_pos(&user)
+            .map_or(0, |b| self.buyers[b as usize].tickets)
     }
 
     /// How many idempotency keys this stream has decided.
     pub fn decided_commands(&self) -> usize {
         self.ledger.len()
+    }
+
+    /// Gives back the memory the state does not need now (spare capacity of its vectors
+    /// and indexes), at the price of regrowing them on the next decisions: for an actor
+    /// after its recovery, or kept idle. Changes nothing it answers.
+    pub fn shrink_to_fit(&mut self) {
+        self.tiers.shrink_to_fit();
+        self.tier_index.shrink_to_fit();
+        self.seats.shrink_to_fit();
+        let seats = &self.seats;
+        self.seat_index
+            .shrink_to_fit(|p| hash_of(&seats[p as usize].id));
+        self.orders.shrink_to_fit();
+        let orders = &self.orders;
+        self.order_index
+            .shrink_to_fit(|p| hash_of(&orders[p as usize].id));
+        self.order_seats.shrink_to_fit();
+        self.tickets.shrink_to_fit();
+        let tickets = &self.tickets;
+        self.ticket_index
+            .shrink_to_fit(|p| hash_of(&tickets[p as usize].id));
+        self.check_ins.shrink_to_fit();
+        self.buyers.shrink_to_fit();
+        let buyers = &self.buyers;
+        self.buyer_index
+            .shrink_to_fit(|p| hash_of(&buyers[p as usize].id));
+        self.ledger.shrink_to_fit();
+        self.refunds.shrink_to_fit();
+        self.owed_refunds.shrink_to_fit();
+        self.order_refunds.shrink_to_fit();
     }
 
     /// Checks every invariant by scanning the whole state (for audits and tests; far too
@@ -489,37 +581,64 @@ impl Inventory {
         let mut per_user: HashMap<UserId, u32> = HashMap::new();
         let mut seat_owner: HashMap<u32, u32> = HashMap::new();
         let mut live = 0;
-        if self.order_index.len() != self.orders.len() {
-            return Err("order index and orders differ in size".into());
+        let indexed = [
+            ("order", self.order_index.len(), self.orders.len()),
+            ("ticket", self.ticket_index.len(), self.tickets.len()),
+            ("seat", self.seat_index.len(), self.seats.len()),
+            ("buyer", self.buyer_index.len(), self.buyers.len()),
+        ];
+        for (what, index, items) in indexed {
+            if index != items {
+                return Err(format!("{what} index and {what}s differ in size"));
+            }
+        }
+        for (i, b) in self.buyers.iter().enumerate() {
+            if self.buyer_pos(&b.id) != Some(i as u32) {
+                return Err(format!("buyer {} is not indexed at its position", b.id));
+            }
+        }
+        for (i, s) in self.seats.iter().enumerate() {
+            if self.seat_pos(&s.id) != Some(i as u32) {
+                return Err(format!("seat {} is not indexed at its position", s.id));
+            }
+        }
+        for (i, t) in self.tickets.iter().enumerate() {
+            if self.ticket_pos(&t.id) != Some(i as u32) {
+                return Err(format!("ticket {} is not indexed at its position", t.id));
+            }
         }
         for (i, o) in self.orders.iter().enumerate() {
             let id = &o.id;
             let pos = i as u32;
-            if self.order_index.get(id) != Some(&pos) {
+            if self.order_pos(id) != Some(pos) {
                 return Err(format!("order {id} is not indexed at its position"));
             }
-            let t = o.tier as usize;
+            let t = o.tier();
             if t >= self.tiers.len() {
                 return Err(format!("order {id} names a missing tier"));
+            }
+            if o.buyer as usize >= self.buyers.len() {
+                return Err(format!("order {id} names a missing buyer"));
             }
             let counts = match o.status {
                 OrderStatus::Held => {
                     live += 1;
-                    held[t] += o.quantity;
+                    held[t] += o.quantity();
                     true
                 }
                 OrderStatus::Paid => {
-                    sold[t] += o.quantity;
+                    sold[t] += o.quantity();
                     true
                 }
                 _ => false,
             };
             if counts {
-                *per_user.entry(o.user).or_default() += o.quantity;
-                if self.tiers[t].seated && o.seats.len() != o.quantity as usize {
-                    return Err(format!("seated order {id} has {} seats", o.seats.len()));
+                *per_user.entry(self.buyer_of(o)).or_default() += o.quantity();
+                let seats = self.seats_of(o);
+                if self.tiers[t].seated && seats.len() != o.quantity as usize {
+                    return Err(format!("seated order {id} has {} seats", seats.len()));
                 }
-                for &s in o.seats.iter() {
+                for &s in seats {
                     if let Some(other) = seat_owner.insert(s, pos) {
                         return Err(format!("seat #{s} is in orders #{other} and {id}"));
                     }
@@ -552,21 +671,22 @@ impl Inventory {
                 ));
             }
         }
-        for ticket in &self.tickets {
-            let paid = self
-                .orders
-                .get(ticket.order as usize)
-                .is_some_and(|o| o.status == OrderStatus::Paid);
-            if paid == (ticket.status == TicketStatus::Void) {
-                return Err(format!(
-                    "ticket {} validity disagrees with its order",
-                    ticket.id
-                ));
+        for (i, ticket) in self.tickets.iter().enumerate() {
+            let issued = self.orders.get(ticket.order as usize).is_some_and(|o| {
+                o.first_ticket()
+                    .is_some_and(|first| (first..first + o.quantity()).contains(&(i as u32)))
+            });
+            if !issued {
+                return Err(format!("ticket {} is not among its order's", ticket.id));
             }
         }
         per_user.retain(|_, n| *n > 0);
-        let mut recorded = self.per_user.clone();
-        recorded.retain(|_, n| *n > 0);
+        let recorded: HashMap<UserId, u32> = self
+            .buyers
+            .iter()
+            .filter(|b| b.tickets > 0)
+            .map(|b| (b.id, b.tickets))
+            .collect();
         if per_user != recorded {
             return Err("per-user counts disagree with orders".into());
         }
@@ -612,31 +732,73 @@ impl Inventory {
         }
     }
 
+    /// Position of an order.
+    fn order_pos(&self, id: &OrderId) -> Option<u32> {
+        self.order_index
+            .find(hash_of(id), |p| self.orders[p as usize].id == *id)
+    }
+
     /// Position and state of an order.
     fn order_at(&self, id: OrderId) -> Option<(u32, &Order)> {
-        let &i = self.order_index.get(&id)?;
+        let i = self.order_pos(&id)?;
         self.orders.get(i as usize).map(|o| (i, o))
     }
 
-    fn order_view(&self, o: &Order) -> OrderView {
+    /// Position of a ticket.
+    fn ticket_pos(&self, id: &TicketId) -> Option<u32> {
+        self.ticket_index
+            .find(hash_of(id), |p| self.tickets[p as usize].id == *id)
+    }
+
+    /// Position of a seat.
+    fn seat_pos(&self, id: &SeatId) -> Option<u32> {
+        self.seat_index
+            .find(hash_of(id), |p| self.seats[p as usize].id == *id)
+    }
+
+    /// Position of a user who placed an order.
+    fn buyer_pos(&self, id: &UserId) -> Option<u32> {
+        self.buyer_index
+            .find(hash_of(id), |p| self.buyers[p as usize].id == *id)
+    }
+
+    /// The user who placed an order.
+    fn buyer_of(&self, o: &Order) -> UserId {
+        self.buyers
+            .get(o.buyer as usize)
+            .map_or(UserId(uuid::Uuid::nil()), |b| b.id)
+    }
+
+    /// Positions in `seats` of an order's seats (none for a general tier).
+    fn seats_of(&self, o: &Order) -> &[u32] {
+        if o.seats == NONE {
+            return &[];
+        }
+        let start = o.seats as usize;
+        let len = self.order_seats.get(start).copied().unwrap_or(0) as usize;
+        self.order_seats
+            .get(start + 1..start + 1 + len)
+            .unwrap_or(&[])
+    }
+
+    fn order_view(&self, pos: u32, o: &Order) -> OrderView {
         OrderView {
             order_id: o.id,
-            user_id: o.user,
-            tier_id: self.tiers[o.tier as usize].id,
-            quantity: o.quantity,
-            seats: o
-                .seats
+            user_id: self.buyer_of(o),
+            tier_id: self.tiers[o.tier()].id,
+            quantity: o.quantity(),
+            seats: self
+                .seats_of(o)
                 .iter()
                 .map(|&s| self.seats[s as usize].id.clone())
                 .collect(),
             status: o.status,
             expires_at: o.expires_at,
-            total: o.total,
+            total: o.total(),
             tickets: self.order_tickets(o).map(|t| t.id).collect(),
             refunds: self
-                .order_index
-                .get(&o.id)
-                .and_then(|pos| self.order_refunds.get(pos))
+                .order_refunds
+                .get(&pos)
                 .into_iter()
                 .flatten()
                 .filter_map(|&r| self.owed_refunds.get(r as usize))
@@ -656,7 +818,7 @@ impl Inventory {
 
     /// The refund owed for this order (at `order` in `orders`) and payment hash, with its
     /// position in `owed_refunds`.
-    fn owed_refund(&self, order: u32, payment: u64) -> Option<(u32, &OwedRefund)> {
+    fn owed_refund(&self, order: u32, payment: NonZeroU64) -> Option<(u32, &OwedRefund)> {
         self.order_refunds
             .get(&order)?
             .iter()
@@ -665,24 +827,47 @@ impl Inventory {
     }
 
     fn order_tickets<'a>(&'a self, o: &Order) -> impl Iterator<Item = &'a Ticket> + 'a {
-        let range = match o.first_ticket {
+        let range = match o.first_ticket() {
             Some(first) => first as usize..(first as usize + o.quantity as usize),
             None => 0..0,
         };
         self.tickets.get(range).unwrap_or(&[]).iter()
     }
 
-    fn ticket_view(&self, t: &Ticket) -> TicketView {
+    /// Valid, checked in, or void (its order is no longer paid).
+    fn ticket_status(&self, t: &Ticket) -> TicketStatus {
+        let paid = self
+            .orders
+            .get(t.order as usize)
+            .is_some_and(|o| o.status == OrderStatus::Paid);
+        match self.check_ins.get(t.check_in as usize) {
+            _ if !paid => TicketStatus::Void,
+            Some(&at) => TicketStatus::CheckedIn { at },
+            None => TicketStatus::Valid,
+        }
+    }
+
+    /// The seat of the ticket at `pos`: its order's seat of the same rank.
+    fn ticket_seat(&self, pos: u32, t: &Ticket) -> Option<&SeatId> {
+        let order = self.orders.get(t.order as usize)?;
+        let rank = pos.checked_sub(order.first_ticket()?)?;
+        let &seat = self.seats_of(order).get(rank as usize)?;
+        self.seats.get(seat as usize).map(|s| &s.id)
+    }
+
+    fn ticket_view(&self, pos: u32, t: &Ticket) -> TicketView {
         let order = self.orders.get(t.order as usize);
         TicketView {
             ticket_id: t.id,
             order_id: order.map(|o| o.id).unwrap_or(OrderId(uuid::Uuid::nil())),
-            user_id: order.map(|o| o.user).unwrap_or(UserId(uuid::Uuid::nil())),
+            user_id: order
+                .map(|o| self.buyer_of(o))
+                .unwrap_or(UserId(uuid::Uuid::nil())),
             tier_id: order
-                .map(|o| self.tiers[o.tier as usize].id)
+                .map(|o| self.tiers[o.tier()].id)
                 .unwrap_or(TierId(uuid::Uuid::nil())),
-            seat: t.seat.map(|s| self.seats[s as usize].id.clone()),
-            status: t.status,
+            seat: self.ticket_seat(pos, t).cloned(),
+            status: self.ticket_status(t),
         }
     }
 }
