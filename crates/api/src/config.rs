@@ -32,6 +32,14 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest `--request-timeout` accepted.
 pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// The default of `--max-websocket-connections`: each connection costs a task, buffers
+/// and a file descriptor; ten thousand fit in the descriptor limits containers usually
+/// get (an operator who raises this raises those too).
+pub const DEFAULT_MAX_WEBSOCKET_CONNECTIONS: usize = 10_000;
+
+/// The largest `--max-websocket-connections` accepted.
+pub const MAX_WEBSOCKET_CONNECTIONS: usize = 1_000_000;
+
 /// Configuration of the HTTP/GraphQL service.
 ///
 /// Every field is a flag (`--addr`) and an environment variable (`TICKETING_ADDR`); a flag
@@ -132,6 +140,11 @@ pub struct ServiceConfig {
     /// `TIMEOUT` (503). WebSocket subscriptions are not limited.
     #[arg(long, env = "TICKETING_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
+
+    /// Most WebSocket subscription connections (`/graphql/ws`) served at once; beyond it
+    /// an upgrade is refused with 503 and `TOO_MANY_CONNECTIONS`.
+    #[arg(long, env = "TICKETING_MAX_WEBSOCKET_CONNECTIONS", default_value_t = DEFAULT_MAX_WEBSOCKET_CONNECTIONS)]
+    pub max_websocket_connections: usize,
 }
 
 impl Default for ServiceConfig {
@@ -160,6 +173,7 @@ impl Default for ServiceConfig {
             trust_forwarded_for: false,
             shutdown_grace: Duration::from_secs(30),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_websocket_connections: DEFAULT_MAX_WEBSOCKET_CONNECTIONS,
         }
     }
 }
@@ -217,6 +231,13 @@ impl ServiceConfig {
         {
             problems.push(ConfigProblem::RequestTimeoutOutOfRange(
                 self.request_timeout,
+            ));
+        }
+        if self.max_websocket_connections == 0
+            || self.max_websocket_connections > MAX_WEBSOCKET_CONNECTIONS
+        {
+            problems.push(ConfigProblem::WebSocketConnectionsOutOfRange(
+                self.max_websocket_connections,
             ));
         }
 
@@ -470,6 +491,11 @@ pub enum ConfigProblem {
         humantime::format_duration(*.0)
     )]
     RequestTimeoutOutOfRange(Duration),
+    /// A WebSocket connection cap of zero or over [`MAX_WEBSOCKET_CONNECTIONS`].
+    #[error(
+        "the maximum of WebSocket connections must be between 1 and {MAX_WEBSOCKET_CONNECTIONS}, got {0}"
+    )]
+    WebSocketConnectionsOutOfRange(usize),
 }
 
 /// A rate: how many actions a client may take per period, for example `10/min`.
@@ -636,6 +662,28 @@ mod tests {
     }
 
     #[test]
+    fn the_websocket_cap_is_a_count_within_bounds() {
+        assert_eq!(
+            parse(&[]).expect("parses").max_websocket_connections,
+            DEFAULT_MAX_WEBSOCKET_CONNECTIONS
+        );
+        let config = parse(&["--max-websocket-connections", "250"]).expect("parses");
+        assert_eq!(config.max_websocket_connections, 250);
+        assert_eq!(problems(&config), vec![]);
+        assert!(parse(&["--max-websocket-connections", "-1"]).is_err());
+        assert!(parse(&["--max-websocket-connections", "many"]).is_err());
+        for out_of_range in ["0", "1000001"] {
+            let config = parse(&["--max-websocket-connections", out_of_range]).expect("parses");
+            assert_eq!(
+                problems(&config),
+                vec![ConfigProblem::WebSocketConnectionsOutOfRange(
+                    out_of_range.parse().expect("number")
+                )]
+            );
+        }
+    }
+
+    #[test]
     fn secrets_never_print() {
         let config = parse(&[
             "--jwt-secret",
@@ -692,10 +740,11 @@ mod tests {
             payment_webhook_secret: Some(SecretString::from("")),
             shutdown_grace: Duration::from_secs(3600),
             request_timeout: Duration::ZERO,
+            max_websocket_connections: 0,
             ..ServiceConfig::default()
         };
         let found = problems(&config);
-        assert_eq!(found.len(), 11, "{found:?}");
+        assert_eq!(found.len(), 12, "{found:?}");
         assert_eq!(found[0], ConfigProblem::EmptyJwtSecret);
     }
 

@@ -56,6 +56,9 @@ pub enum ErrorCode {
     /// The request took longer than the configured time limit; a mutation may still take
     /// effect, so retry it with the same idempotency key.
     Timeout,
+    /// The server already serves as many WebSocket connections as it is configured to;
+    /// reconnect later (or to another replica).
+    TooManyConnections,
     /// A failure on our side; the `correlationId` identifies it in the logs.
     Internal,
     /// A domain rejection code, passed through as the domain names it.
@@ -75,6 +78,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Self::Unavailable => "UNAVAILABLE",
             Self::Timeout => "TIMEOUT",
+            Self::TooManyConnections => "TOO_MANY_CONNECTIONS",
             Self::Internal => "INTERNAL",
             Self::Domain(code) => code,
         }
@@ -94,6 +98,7 @@ impl ErrorCode {
             // Not 408: that tells browsers to resend the request on their own, and it
             // is the server, not the client, that was slow.
             Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Domain(_) => StatusCode::UNPROCESSABLE_ENTITY,
         }
@@ -161,6 +166,14 @@ pub enum ApiError {
         /// The configured limit.
         limit: Duration,
     },
+    /// A WebSocket upgrade beyond the configured number of connections.
+    #[error(
+        "the server already serves its maximum of {limit} WebSocket connections; reconnect later"
+    )]
+    TooManyConnections {
+        /// The configured maximum.
+        limit: usize,
+    },
     /// A failure on our side. Its details are logged, never sent.
     #[error("internal error")]
     Internal(anyhow::Error),
@@ -219,6 +232,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::Timeout { .. } => ErrorCode::Timeout,
+            Self::TooManyConnections { .. } => ErrorCode::TooManyConnections,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -236,6 +250,9 @@ impl ApiError {
                 extensions.set("retryAfterSeconds", retry_after_secs(*retry_after));
             }
             Self::PayloadTooLarge { limit } => extensions.set("limitBytes", *limit as u64),
+            Self::TooManyConnections { limit } => {
+                extensions.set("maxConnections", *limit as u64);
+            }
             Self::Timeout { limit } => {
                 extensions.set(
                     "timeoutMs",

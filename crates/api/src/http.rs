@@ -24,7 +24,10 @@
 //! so the answer is given up, not the work: a mutation that was under way completes (it
 //! never stops between charging a card and issuing the tickets), and a retry with the
 //! same idempotency key gets its outcome. A client that disconnects is treated the same.
-//! The WebSocket route is long-lived by design and has no such limit.
+//! The WebSocket route is long-lived by design and has no such limit. Instead, at most
+//! [`HttpOptions::max_websocket_connections`] WebSockets are served at once: beyond it an
+//! upgrade is refused with 503 and `TOO_MANY_CONNECTIONS`, and a slot frees when a
+//! connection ends, however it ends.
 //!
 //! Each GraphQL request, and each WebSocket connection, is authenticated once before the
 //! schema runs; a request with an invalid token is refused with 401 and `UNAUTHENTICATED`,
@@ -71,7 +74,7 @@ use futures::{SinkExt as _, StreamExt as _, future};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::{
     net::TcpListener,
-    sync::{mpsc, oneshot, watch},
+    sync::{Semaphore, mpsc, oneshot, watch},
 };
 use tower::ServiceBuilder;
 use tower_http::{
@@ -194,6 +197,8 @@ pub struct HttpOptions {
     pub shutdown_grace: Duration,
     /// Longest time a request (other than a WebSocket subscription) may take.
     pub request_timeout: Duration,
+    /// Most WebSocket connections served at once.
+    pub max_websocket_connections: usize,
 }
 
 impl HttpOptions {
@@ -205,6 +210,7 @@ impl HttpOptions {
             trust_forwarded_for: config.trust_forwarded_for,
             shutdown_grace: config.shutdown_grace,
             request_timeout: config.request_timeout,
+            max_websocket_connections: config.max_websocket_connections,
         }
     }
 }
@@ -328,6 +334,12 @@ impl<E: Executor> HttpServiceBuilder<E> {
             metrics: metrics.clone(),
             shutdown: shutdown_rx,
             sessions: sessions_tx,
+            websocket_slots: Arc::new(Semaphore::new(
+                self.options
+                    .max_websocket_connections
+                    .min(Semaphore::MAX_PERMITS),
+            )),
+            max_websocket_connections: self.options.max_websocket_connections,
         }));
 
         let mut timed = Router::new()
@@ -539,6 +551,11 @@ struct Inner<E> {
     /// Cloned into each WebSocket session and dropped when it ends, so `serve` can wait
     /// for all of them.
     sessions: mpsc::Sender<()>,
+    /// One permit per WebSocket connection that may be served; a session holds its permit
+    /// until it ends, so a flood of connections cannot exhaust the server.
+    websocket_slots: Arc<Semaphore>,
+    /// The number of permits, for the refusal's message.
+    max_websocket_connections: usize,
 }
 
 /// Who is calling: the request id and the client address.
@@ -699,6 +716,19 @@ async fn graphql_ws<E: Executor>(
     if *state.0.shutdown.borrow() {
         return ApiError::Unavailable("the server is shutting down".into()).into_response();
     }
+    // Taken before the upgrade and released when the session ends; if the upgrade never
+    // completes, the callback holding it is dropped and the slot frees at once.
+    let Ok(slot) = Arc::clone(&state.0.websocket_slots).try_acquire_owned() else {
+        metrics::counter!("api_websocket_refused_total").increment(1);
+        tracing::warn!(
+            limit = state.0.max_websocket_connections,
+            "WebSocket upgrade refused: too many connections"
+        );
+        return ApiError::TooManyConnections {
+            limit: state.0.max_websocket_connections,
+        }
+        .into_response();
+    };
     // Clients that can set headers may authenticate the upgrade itself; others send the
     // token in `connection_init`, which takes precedence.
     let header_user = match state.0.jwt.authenticate_headers(&headers) {
@@ -720,6 +750,7 @@ async fn graphql_ws<E: Executor>(
             let session = async move {
                 websocket_session(socket, state, protocol, context).await;
                 drop(session_guard);
+                drop(slot);
             };
             with_correlation_id(caller.request_id, session).instrument(span)
         })
