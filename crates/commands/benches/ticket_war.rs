@@ -142,13 +142,16 @@ struct Figures {
     purchases: u64,
     elapsed: Duration,
     latency: Histogram<u64>,
+    /// CPU time of the whole process (all threads) during the run: less sensitive to other
+    /// load on a shared machine than the wall clock.
+    cpu: Duration,
 }
 
 impl Figures {
     fn print(&self, name: &str) {
         let us = |q: f64| self.latency.value_at_quantile(q) as f64 / 1000.0;
         println!(
-            "{name:<40} {:>9.0} purchases/s  p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  max {:>7.2} ms  ({} in {:.2} s)",
+            "{name:<40} {:>9.0} purchases/s  p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  max {:>7.2} ms  ({} in {:.2} s, CPU {:.1} us/purchase)",
             self.purchases as f64 / self.elapsed.as_secs_f64(),
             us(0.5),
             us(0.99),
@@ -156,6 +159,7 @@ impl Figures {
             self.latency.max() as f64 / 1000.0,
             self.purchases,
             self.elapsed.as_secs_f64(),
+            self.cpu.as_secs_f64() * 1e6 / self.purchases as f64,
         );
     }
 }
@@ -169,6 +173,7 @@ async fn war(
     total: u64,
 ) -> Figures {
     let next = Arc::new(AtomicU64::new(0));
+    let cpu_before = process_cpu();
     let started = Instant::now();
     let tasks: Vec<_> = (0..buyers)
         .map(|b| {
@@ -203,11 +208,33 @@ async fn war(
     for t in tasks {
         latency.add(t.await.expect("buyer")).expect("merge");
     }
+    let elapsed = started.elapsed();
     Figures {
         purchases: total,
-        elapsed: started.elapsed(),
+        elapsed,
         latency,
+        cpu: process_cpu().saturating_sub(cpu_before),
     }
+}
+
+/// User plus system CPU time of this process so far (from /proc; zero where unavailable).
+fn process_cpu() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return Duration::ZERO;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Clock ticks are 1/100 s on Linux (USER_HZ).
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 fn peak_rss_kib() -> Option<u64> {
@@ -221,7 +248,11 @@ fn peak_rss_kib() -> Option<u64> {
 
 fn main() {
     let quick = std::env::var_os("BENCH_QUICK").is_some();
-    // BENCH_ONLY=hot|events|memory runs one part (for profiling).
+    // BENCH_ONLY=hot|events|memory runs one part, BENCH_BUYERS=N only the hot event with N
+    // buyers (for profiling).
+    let buyers_only: Option<usize> = std::env::var("BENCH_BUYERS")
+        .ok()
+        .and_then(|b| b.parse().ok());
     let only = std::env::var("BENCH_ONLY").ok();
     let runs = |part: &str| only.as_deref().is_none_or(|o| o == part);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -240,6 +271,9 @@ fn main() {
             &[]
         };
         for &(buyers, total) in hot {
+            if buyers_only.is_some_and(|b| b != buyers) {
+                continue;
+            }
             let total = total * scale;
             let s = setup().await;
             let event = published_event(&s.service, 1_000_000).await;
