@@ -512,3 +512,141 @@ fn opening_a_ledger_outside_a_runtime_is_refused() {
     let error = refused(&ledger_path(&dir));
     assert_eq!(error.code(), "LEDGER_NO_RUNTIME");
 }
+
+mod properties {
+    //! Whatever mix of charges, retries, conflicting retries, refunds, settlements and
+    //! restarts arrives, every order is charged at most once and every charge refunded at
+    //! most once, every call for an order or a refund answers the same across restarts, and
+    //! a restart keeps the books exactly.
+
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const TOKENS: [&str; 5] = [
+        test_tokens::SUCCESS,
+        test_tokens::DECLINE,
+        test_tokens::INSUFFICIENT_FUNDS,
+        test_tokens::WEBHOOK_SUCCESS,
+        test_tokens::WEBHOOK_DECLINE,
+    ];
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Charge {
+            order: usize,
+            token: usize,
+            amount: u64,
+        },
+        Refund {
+            order: usize,
+        },
+        /// Lets pending charges settle (or not yet).
+        Wait {
+            millis: u64,
+        },
+        /// The process stops and starts again on the same ledger.
+        Restart,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0usize..3, 0..TOKENS.len(), 1u64..=2).prop_map(|(order, token, amount)| {
+                Op::Charge { order, token, amount: amount * 100 }
+            }),
+            2 => (0usize..3).prop_map(|order| Op::Refund { order }),
+            1 => (0u64..3_000).prop_map(|millis| Op::Wait { millis }),
+            2 => Just(Op::Restart),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn restarts_never_charge_or_refund_twice(ops in proptest::collection::vec(op(), 1..30)) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let path = ledger_path(&dir);
+                let orders: Vec<_> = (0..3).map(|_| order()).collect();
+                let (mut provider, mut _webhooks) = opened(&path);
+                // The first answer each order's charge got, and each charge's refund.
+                let mut charged: HashMap<usize, (ChargeRequest, ChargeOutcome)> = HashMap::new();
+                let mut refunded: HashMap<String, RefundOutcome> = HashMap::new();
+                for op in ops {
+                    match op {
+                        Op::Charge { order, token, amount } => {
+                            let request =
+                                ChargeRequest::for_order(orders[order], amount, "EUR", TOKENS[token]);
+                            let answer = provider.charge(request.clone()).await;
+                            match charged.get(&order) {
+                                None => {
+                                    let outcome = answer.expect("a first charge is answered");
+                                    charged.insert(order, (request, outcome));
+                                }
+                                Some((first, outcome)) if *first == request => {
+                                    assert_eq!(&answer.expect("a retry is answered"), outcome);
+                                }
+                                Some(_) => {
+                                    assert_eq!(
+                                        answer.expect_err("other parameters").code(),
+                                        "IDEMPOTENCY_CONFLICT"
+                                    );
+                                }
+                            }
+                        }
+                        Op::Refund { order } => {
+                            let ledger = provider.ledger();
+                            let Some(charge) = ledger.charges_for(orders[order]).first().copied().cloned() else {
+                                continue;
+                            };
+                            let answer = provider
+                                .refund(RefundRequest {
+                                    charge_id: charge.charge_id.clone(),
+                                    order_id: orders[order],
+                                    reason: RefundReason::OrderCancelled,
+                                })
+                                .await;
+                            match (charge.status, refunded.get(&charge.charge_id)) {
+                                (ChargeStatus::Succeeded, None) => {
+                                    refunded.insert(charge.charge_id, answer.expect("refund"));
+                                }
+                                (ChargeStatus::Succeeded, Some(first)) => {
+                                    assert_eq!(&answer.expect("a repeated refund"), first);
+                                }
+                                _ => {
+                                    assert_eq!(
+                                        answer.expect_err("nothing to refund").code(),
+                                        "CHARGE_NOT_REFUNDABLE"
+                                    );
+                                }
+                            }
+                        }
+                        Op::Wait { millis } => {
+                            tokio::time::sleep(Duration::from_millis(millis)).await;
+                        }
+                        Op::Restart => {
+                            let before = provider.ledger();
+                            drop(provider);
+                            (provider, _webhooks) = opened(&path);
+                            assert_eq!(provider.ledger(), before, "the restart kept the books");
+                        }
+                    }
+                    let ledger = provider.ledger();
+                    for &order in &orders {
+                        assert!(ledger.charges_for(order).len() <= 1, "{ledger:?}");
+                        assert!(ledger.refunds_for(order).len() <= 1, "{ledger:?}");
+                        assert!(ledger.refunded_minor(order) <= ledger.captured_minor(order));
+                    }
+                }
+            });
+        }
+    }
+}
