@@ -50,8 +50,13 @@ fn child_appends_until_killed() {
         .build()
         .expect("runtime");
     runtime.block_on(async move {
-        let store =
-            Arc::new(SqliteStore::open(&path, SqliteOptions::default()).expect("child open"));
+        // A short log, so that checkpoints (beside the writer and on it) are running
+        // when the kill comes.
+        let options = SqliteOptions {
+            checkpoint_pages: 64,
+            ..SqliteOptions::default()
+        };
+        let store = Arc::new(SqliteStore::open(&path, options).expect("child open"));
         let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
         writeln!(out.lock().expect("stdout"), "READY").expect("print");
         let mut tasks = Vec::new();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::StreamExt;
-use store::sqlite::{DEFAULT_FILE_NAME, SqliteOptions, SqliteStore};
+use store::sqlite::{Checkpoints, DEFAULT_FILE_NAME, SqliteOptions, SqliteStore};
 use store::{
     EventStore, ExpectedVersion, Metadata, NewEvent, Position, StoreError, StreamName,
     SubscriptionMessage,
@@ -436,15 +436,18 @@ async fn the_data_directory_is_created_and_holds_one_store_file() {
     );
 }
 
-#[tokio::test]
-async fn the_log_is_checkpointed_past_its_limit_and_counted() {
+/// Appends 40 batches of 20 events to one stream with a 50-page log limit, checking the
+/// log stays bounded after every commit; returns the writer's counters, after checking
+/// every event reads back after a reopen.
+async fn checkpointed_run(checkpoints: Checkpoints) -> store::sqlite::WriterStats {
     let dir = tempfile::tempdir().expect("dir");
     let options = SqliteOptions {
         checkpoint_pages: 50,
+        checkpoints,
         ..SqliteOptions::default()
     };
     let s = name("inventory-1");
-    {
+    let stats = {
         let store = SqliteStore::open(dir.path(), options.clone()).expect("open");
         let mut version = None;
         for i in 0..40 {
@@ -457,16 +460,17 @@ async fn the_log_is_checkpointed_past_its_limit_and_counted() {
                     .expect("append")
                     .last_version,
             );
+            let stats = store.stats();
+            // Twice the limit, plus one commit of ~20 pages past it.
+            assert!(
+                stats.wal_pages <= 2 * 50 + 20,
+                "the log is bounded: {stats:?}"
+            );
         }
         let stats = store.stats();
-        assert!(stats.checkpoints >= 2, "{stats:?}");
-        assert!(stats.checkpoint_nanos > 0, "{stats:?}");
-        assert!(
-            stats.wal_pages < 50 + 20,
-            "the log starts over after a checkpoint: {stats:?}"
-        );
         store.shutdown().await;
-    }
+        stats
+    };
     let store = SqliteStore::open(dir.path(), options).expect("reopen");
     let events = store.read_stream(&s, 0, 1000).await.expect("read");
     assert_eq!(events.len(), 800);
@@ -476,4 +480,79 @@ async fn the_log_is_checkpointed_past_its_limit_and_counted() {
             .enumerate()
             .all(|(i, e)| e.version == i as u64)
     );
+    stats
+}
+
+#[tokio::test]
+async fn in_commit_checkpoints_run_on_the_writer_past_the_limit() {
+    let stats = checkpointed_run(Checkpoints::InCommit).await;
+    assert!(stats.checkpoints >= 2, "{stats:?}");
+    assert_eq!(stats.writer_checkpoints, stats.checkpoints, "{stats:?}");
+    assert!(stats.checkpoint_nanos > 0, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_checkpoints_copy_the_log_beside_the_writer() {
+    let stats = checkpointed_run(Checkpoints::Background).await;
+    assert!(
+        stats.checkpoints > stats.writer_checkpoints,
+        "passes ran on the checkpointer: {stats:?}"
+    );
+    assert!(stats.checkpoint_nanos > 0, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn background_checkpoints_beside_readers_lose_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let options = SqliteOptions {
+        checkpoint_pages: 32,
+        page_size: 7,
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open(dir.path(), options).expect("open");
+    let mut sub = store.subscribe_all(Position::START);
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let s = name(&format!("inventory-{w}"));
+                let mut version = None;
+                for i in 0..25 {
+                    let batch = (0..4).map(|n| event(i * 4 + n)).collect();
+                    let expected =
+                        version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+                    version = Some(
+                        store
+                            .append(&s, expected, batch)
+                            .await
+                            .expect("append")
+                            .last_version,
+                    );
+                }
+            })
+        })
+        .collect();
+    let mut seen = 0u64;
+    while seen < 8 * 100 {
+        match sub.next().await.expect("open").expect("item") {
+            SubscriptionMessage::Event(e) => {
+                seen += 1;
+                assert_eq!(e.position, Position(seen));
+            }
+            SubscriptionMessage::CaughtUp => {}
+        }
+    }
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let stats = store.stats();
+    assert!(stats.checkpoints > 0, "{stats:?}");
+    for w in 0..8 {
+        let events = store
+            .read_stream(&name(&format!("inventory-{w}")), 0, 1000)
+            .await
+            .expect("read");
+        assert_eq!(events.len(), 100);
+    }
+    store.shutdown().await;
 }
