@@ -311,7 +311,8 @@ fn main() {
         let mut events = Vec::new();
         for _ in 0..count {
             let event = published_event(&s.service, 1000).await;
-            war(&s.service, &[event], 64, 1000).await;
+            // 1,000 buyers, one ticket each: the worst case (every order and buyer distinct).
+            war(&s.service, &[event], 1000, 1000).await;
             events.push(event);
         }
         s.service.stop();

@@ -222,6 +222,9 @@ pub struct InventoryState {
     timer_at: Option<DateTime<Utc>>,
     /// When the last command arrived, for the idle stop.
     last_active: Instant,
+    /// The state gave back its spare capacity since the last command (an actor kept
+    /// loaded by live holds then holds no more memory than its state needs).
+    compacted: bool,
 }
 
 impl Actor for InventoryActor {
@@ -261,6 +264,7 @@ impl Actor for InventoryActor {
             live_holds: HashMap::new(),
             timer_at: None,
             last_active: Instant::now(),
+            compacted: false,
         };
         state.install(recovered);
         metrics::gauge!("inventory_actors_loaded").increment(1.0);
@@ -295,6 +299,7 @@ impl Actor for InventoryActor {
         match message {
             InventoryMsg::Execute { cmd, reply } => {
                 state.last_active = Instant::now();
+                state.compacted = false;
                 let entry = Entry {
                     cmd,
                     reply: Some(reply),
@@ -332,8 +337,13 @@ impl Actor for InventoryActor {
             }
             InventoryMsg::IdleCheck => {
                 let idle = state.last_active.elapsed() >= state.config.idle_timeout;
-                if idle && state.is_quiet() && state.inventory.live_hold_count() == 0 {
-                    myself.stop(Some("idle".into()));
+                if idle && state.is_quiet() {
+                    if state.inventory.live_hold_count() == 0 {
+                        myself.stop(Some("idle".into()));
+                    } else if !state.compacted {
+                        state.inventory.shrink_to_fit();
+                        state.compacted = true;
+                    }
                 }
             }
             InventoryMsg::Crash => return Err("crash requested".into()),
@@ -351,6 +361,8 @@ impl InventoryState {
     /// Replaces the state with one folded from the store.
     fn install(&mut self, recovered: Recovered) {
         self.inventory = recovered.inventory;
+        // Folding grew every vector and index by doubling: keep only what the state needs.
+        self.inventory.shrink_to_fit();
         self.version = recovered.version;
         self.position = recovered.position;
         self.expiries.clear();
