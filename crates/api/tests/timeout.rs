@@ -135,8 +135,9 @@ async fn a_body_that_trickles_in_is_cut_off_at_the_limit() {
         app.addr,
         body.len()
     );
-    stream.write_all(head.as_bytes()).await.expect("write");
+    // Before the head is sent, so the server's clock cannot have started earlier.
     let started = Instant::now();
+    stream.write_all(head.as_bytes()).await.expect("write");
     // One byte every half second: the whole body would take 20 s.
     let answer = {
         let mut sent = 0;
