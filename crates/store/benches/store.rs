@@ -17,6 +17,9 @@
 //! events are reached (at most a minute). With one append in flight each append is one
 //! commit, so its latency is the commit's; the commits that ran a checkpoint are counted
 //! apart.
+//!
+//! `STORE_BENCH_CHECKPOINTS=in-commit|background` and `STORE_BENCH_CHECKPOINT_PAGES` pick the
+//! checkpoint policy, to compare policies with one binary.
 
 use std::path::PathBuf;
 use std::sync::Arc;
