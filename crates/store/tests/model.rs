@@ -26,6 +26,11 @@ enum Op {
         after: u64,
         max: usize,
     },
+    ListStreams {
+        prefix: &'static str,
+        after: Option<usize>,
+        max: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +53,12 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Reopen),
         2 => (0usize..4, 0u64..8, 0usize..5).prop_map(|(stream, from, max)| Op::ReadStream { stream, from, max }),
         2 => (0u64..30, 0usize..6).prop_map(|(after, max)| Op::ReadAll { after, max }),
+        1 => (
+            prop::sample::select(vec!["", "stream-", "stream-1", "stream-x", "a"]),
+            proptest::option::of(0usize..4),
+            0usize..5,
+        )
+            .prop_map(|(prefix, after, max)| Op::ListStreams { prefix, after, max }),
     ]
 }
 
@@ -154,6 +165,25 @@ async fn run(ops: Vec<Op>) {
                     .take(max)
                     .map(|(i, (_, id))| (i as u64 + 1, *id))
                     .collect();
+                assert_eq!(got, want);
+            }
+            Op::ListStreams { prefix, after, max } => {
+                let after = after.map(name);
+                let got: Vec<String> = store
+                    .list_streams(prefix, after.as_ref(), max)
+                    .await
+                    .expect("list_streams")
+                    .iter()
+                    .map(|s| s.as_str().to_owned())
+                    .collect();
+                let mut want: Vec<String> = streams
+                    .keys()
+                    .map(|i| name(*i).as_str().to_owned())
+                    .filter(|n| n.starts_with(prefix))
+                    .filter(|n| after.as_ref().is_none_or(|a| n.as_str() > a.as_str()))
+                    .collect();
+                want.sort();
+                want.truncate(max);
                 assert_eq!(got, want);
             }
         }
