@@ -283,12 +283,19 @@ fn main() {
             let figures = war(&s.service, &[event], buyers, total).await;
             figures.print(&format!("one hot event, {buyers} buyers"));
             let stats = s.store.stats();
+            let commits = stats.commits.max(1) as f64;
+            let ms = |nanos: u64| nanos as f64 / 1e6 / commits;
             println!(
-                "{:<40} {} commits, {:.1} appends and {:.1} events per commit",
+                "{:<40} {} commits, {:.1} appends and {:.1} events per commit; writer per commit: insert {:.2} ms, commit {:.2} ms, checkpoints {:.2} ms ({} on the writer of {})",
                 "",
                 stats.commits,
-                stats.appends as f64 / stats.commits.max(1) as f64,
-                stats.events as f64 / stats.commits.max(1) as f64
+                stats.appends as f64 / commits,
+                stats.events as f64 / commits,
+                ms(stats.insert_nanos),
+                ms(stats.commit_nanos),
+                ms(stats.checkpoint_nanos),
+                stats.writer_checkpoints,
+                stats.checkpoints,
             );
             s.service.stop();
         }

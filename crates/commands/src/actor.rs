@@ -527,8 +527,12 @@ impl InventoryState {
         };
         match result {
             Ok(appended) => {
-                self.version = Some(appended.last_version);
                 let mut position = self.position;
+                self.version = Some(appended.last_version);
+                self.position = appended.last_position();
+                // The next batch goes to the store before hundreds of answers wake their
+                // callers: the store's writer should not wait for them.
+                self.submit(myself);
                 for entry in batch.entries {
                     if entry.count > 0 {
                         position = appended
@@ -539,8 +543,6 @@ impl InventoryState {
                     }
                     finish(entry, position);
                 }
-                self.position = appended.last_position();
-                self.submit(myself);
             }
             Err(e) => {
                 tracing::warn!(event = %self.event_id, error = %e, "inventory append failed; reloading");
