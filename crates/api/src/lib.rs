@@ -19,7 +19,8 @@
 //! * [`rate_limit`]: per-client limits on login and purchase attempts.
 //! * [`graphql`]: the query limits and error extension every schema is built with.
 //! * [`http`]: the axum router (GraphQL, GraphiQL, WebSocket subscriptions, health,
-//!   readiness, metrics, payment webhook hook) and graceful serving.
+//!   readiness, metrics, payment webhook hook), a time limit on every request but the
+//!   WebSockets, a cap on WebSocket connections, and graceful serving.
 //! * [`printable`]: `GET /tickets/{id}.pdf`, a ticket as a printable PDF.
 //! * [`telemetry`]: `tracing` setup, text or JSON.
 //!
