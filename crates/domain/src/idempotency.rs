@@ -9,7 +9,8 @@
 //! key never see each other's outcomes. The ledger keeps 64-bit hashes of the scoped key and
 //! of the command body instead of the strings, which keeps an actor's memory small; a hash
 //! collision between two keys would at worst make a different command look like a reuse of
-//! the key (refused), never hand a wrong outcome to a matching command.
+//! the key (refused), never hand a wrong outcome to a matching command. The key hash is
+//! keyed with a per-process secret, so no user can aim a key at another's.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -17,7 +18,7 @@ use uuid::Uuid;
 
 use crate::aggregate::{ActorRef, CommandMeta};
 use crate::ids::{IdempotencyKey, TICKETING_NAMESPACE, UserId};
-use crate::index::Index;
+use crate::index::{Index, keyed_hash};
 use crate::rejection::Rejection;
 
 /// What an accepted command leaves behind so that a retry can be recognised.
@@ -89,21 +90,38 @@ impl CommandStamp {
 
 /// A stable hash of a command body (its JSON form).
 pub fn fingerprint<C: Serialize>(body: &C) -> Uuid {
+    // One buffer large enough for most bodies, instead of growing one from 128 bytes.
+    let mut json = Vec::with_capacity(512);
     // Serialising plain data types cannot fail; an empty fallback would only weaken the
     // reuse check, never the idempotency itself.
-    let json = serde_json::to_vec(body).unwrap_or_default();
-    Uuid::new_v5(&TICKETING_NAMESPACE, &json)
+    if serde_json::to_writer(&mut json, body).is_err() {
+        json.clear();
+    }
+    v5(&TICKETING_NAMESPACE, &json)
 }
 
+/// `Uuid::new_v5(namespace, name)`, computed with a SHA-1 that uses the CPU's SHA
+/// extensions when it has them (the digest, and so the uuid, is the same).
+fn v5(namespace: &Uuid, name: &[u8]) -> Uuid {
+    use sha1::Digest;
+    let mut sha1 = sha1::Sha1::new();
+    sha1.update(namespace.as_bytes());
+    sha1.update(name);
+    let digest = sha1.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_sha1_bytes(bytes).into_uuid()
+}
+
+/// The ledger's key of an idempotency key in its scope (see [`keyed_hash`]: in memory only,
+/// rebuilt by every fold, so it need not be stable across processes).
 fn scoped_key_hash(actor: &ActorRef, key: &IdempotencyKey) -> u64 {
     let scope = match actor {
-        ActorRef::User(id) => format!("user:{id}:"),
-        ActorRef::System => "system:".to_owned(),
-        ActorRef::Anonymous => "anonymous:".to_owned(),
+        ActorRef::User(id) => (0u8, id.0),
+        ActorRef::System => (1, Uuid::nil()),
+        ActorRef::Anonymous => (2, Uuid::nil()),
     };
-    let mut bytes = scope.into_bytes();
-    bytes.extend_from_slice(key.as_str().as_bytes());
-    low_bits(Uuid::new_v5(&TICKETING_NAMESPACE, &bytes))
+    keyed_hash(&(scope, key.as_str()))
 }
 
 fn low_bits(id: Uuid) -> u64 {
@@ -244,5 +262,37 @@ impl<O> Ledger<O> {
     /// Whether no key is recorded.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_are_uuid_v5_of_the_body_json() {
+        for name in [&b""[..], b"{}", &[b'x'; 55], &[b'y'; 64], &[b'z'; 1000]] {
+            assert_eq!(
+                v5(&TICKETING_NAMESPACE, name),
+                Uuid::new_v5(&TICKETING_NAMESPACE, name)
+            );
+        }
+        // Stored records carry fingerprints: the hashed JSON of a command must not change.
+        let hold = crate::inventory::InventoryCommand::PlaceHold(crate::inventory::HoldRequest {
+            order_id: crate::OrderId(Uuid::from_u128(1)),
+            tier_id: crate::TierId(Uuid::from_u128(2)),
+            selection: crate::inventory::Selection::Quantity { quantity: 3 },
+            expires_at: chrono::DateTime::UNIX_EPOCH,
+        });
+        let stored = br#"{"type":"placeHold","hold":{"orderId":"00000000-0000-0000-0000-000000000001","tierId":"00000000-0000-0000-0000-000000000002","selection":{"kind":"quantity","quantity":3}}}"#;
+        assert_eq!(
+            hold.fingerprint(),
+            Uuid::new_v5(&TICKETING_NAMESPACE, stored)
+        );
+        let body = serde_json::json!({"type": "publish", "n": [1, 2, 3]});
+        assert_eq!(
+            fingerprint(&body),
+            Uuid::new_v5(&TICKETING_NAMESPACE, &serde_json::to_vec(&body).unwrap())
+        );
     }
 }

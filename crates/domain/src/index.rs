@@ -18,6 +18,17 @@ pub(crate) fn hash_of<T: Hash + ?Sized>(value: &T) -> u64 {
     HASHER.hash_one(value)
 }
 
+/// The key of [`keyed_hash`]: SipHash with a random key drawn once per process.
+static KEYED: LazyLock<std::hash::RandomState> = LazyLock::new(std::hash::RandomState::new);
+
+/// A 64-bit hash of `value` for an in-memory identity whose collision would change an
+/// answer (an idempotency key, a payment reference), not only slow a lookup: SipHash under
+/// a per-process secret key, so nobody can craft two values that collide. It is only ever
+/// compared within the process (states are folded afresh by each), never stored.
+pub(crate) fn keyed_hash<T: Hash + ?Sized>(value: &T) -> u64 {
+    KEYED.hash_one(value)
+}
+
 /// Positions in a vector, found by a key of the element at each position.
 ///
 /// The index does not know the vector: each call passes `hash`, the hash of the key sought

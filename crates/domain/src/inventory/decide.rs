@@ -1084,6 +1084,13 @@ impl Inventory {
                 "this event has reached the maximum number of tickets".into(),
             ));
         }
+        if quantity > MAX_TICKETS_PER_ORDER {
+            // Only an order folded from a hand-made stream can be this large.
+            return Err(Rejection::invalid(
+                "tickets",
+                format!("an order has at most {MAX_TICKETS_PER_ORDER} tickets"),
+            ));
+        }
         if payment.tickets.len() != quantity as usize {
             return Err(Rejection::invalid(
                 "tickets",
@@ -1093,11 +1100,12 @@ impl Inventory {
                 ),
             ));
         }
-        let mut ids = HashSet::with_capacity(payment.tickets.len());
-        let mut secrets = HashSet::with_capacity(payment.tickets.len());
         let mut issued = Vec::with_capacity(payment.tickets.len());
         for (i, TicketSeed { ticket_id, secret }) in payment.tickets.iter().enumerate() {
-            if !ids.insert(*ticket_id) {
+            // An order has at most MAX_TICKETS_PER_ORDER seeds (checked above): comparing
+            // with the earlier ones is cheaper than building sets for the usual one or two.
+            let earlier = &payment.tickets[..i];
+            if earlier.iter().any(|e| e.ticket_id == *ticket_id) {
                 return Err(Rejection::invalid(
                     "tickets",
                     format!("ticket id {ticket_id} is given twice"),
@@ -1120,7 +1128,7 @@ impl Inventory {
                     ),
                 ));
             }
-            if !secrets.insert(secret.as_str()) {
+            if earlier.iter().any(|e| e.secret == *secret) {
                 return Err(Rejection::invalid(
                     "tickets",
                     format!("the secret of ticket {ticket_id} is shared with another ticket"),
@@ -1204,13 +1212,10 @@ impl Inventory {
     }
 }
 
-/// A stable 64-bit hash of a payment reference (never zero, so that an order keeps it in
-/// eight bytes).
+/// The in-memory identity of a payment reference (never zero, so that an order keeps it
+/// in eight bytes; see `index::keyed_hash`).
 pub(super) fn payment_hash(payment_ref: &str) -> NonZeroU64 {
-    let hash = uuid::Uuid::new_v5(&crate::ids::TICKETING_NAMESPACE, payment_ref.as_bytes())
-        .as_u64_pair()
-        .0;
-    NonZeroU64::new(hash).unwrap_or(NonZeroU64::MIN)
+    NonZeroU64::new(crate::index::keyed_hash(payment_ref)).unwrap_or(NonZeroU64::MIN)
 }
 
 fn unreachable_create() -> Result<Decided, Rejection> {
