@@ -114,17 +114,20 @@ impl Inventory {
                 }
             }
             E::HoldPlaced(e) => {
-                self.place(e);
-                if let Some(stamp) = &e.command {
-                    self.record_stamp(stamp, e.user_id, e.order_id, RecordedKind::Held);
+                let placed = self.place(e);
+                if let (Some(stamp), Some(pos)) = (&e.command, placed) {
+                    self.record_stamp(stamp, e.user_id, pos, RecordedKind::Held);
                 }
             }
             E::HoldReleased(e) => self.close_hold(e.order_id, OrderStatus::Released),
             E::HoldExpired(e) => self.close_hold(e.order_id, OrderStatus::Expired),
             E::OrderConfirmed(e) => {
-                self.confirm(e);
-                if let Some(stamp) = &e.command {
-                    self.record_stamp(stamp, e.user_id, e.order_id, RecordedKind::Confirmed);
+                let order = self.order_pos(&e.order_id);
+                if let Some(pos) = order {
+                    self.confirm(pos, e);
+                }
+                if let (Some(stamp), Some(pos)) = (&e.command, order) {
+                    self.record_stamp(stamp, e.user_id, pos, RecordedKind::Confirmed);
                 }
             }
             // A refund owed changes no stock; it is remembered so that it is refunded once.
@@ -178,19 +181,10 @@ impl Inventory {
     }
 
     /// Records the decision an event carries the record of; `kind` is what such an event
-    /// answers for its order (`Held` for a hold, `Confirmed` for a confirmation), exactly as
-    /// a separate `CommandAccepted` with that outcome would have.
-    fn record_stamp(
-        &mut self,
-        stamp: &CommandStamp,
-        user: UserId,
-        order_id: OrderId,
-        kind: RecordedKind,
-    ) {
-        let recorded = self
-            .order_pos(&order_id)
-            .and_then(|pos| Recorded::new(kind, pos));
-        if let Some(recorded) = recorded {
+    /// answers for its order (at `order` in `orders`): `Held` for a hold, `Confirmed` for a
+    /// confirmation, exactly as a separate `CommandAccepted` with that outcome would have.
+    fn record_stamp(&mut self, stamp: &CommandStamp, user: UserId, order: u32, kind: RecordedKind) {
+        if let Some(recorded) = Recorded::new(kind, order) {
             self.ledger.record_key(
                 &stamp.actor_of(user),
                 &stamp.key,
@@ -277,21 +271,19 @@ impl Inventory {
         self.tiers.get_mut(i)
     }
 
-    fn place(&mut self, e: &HoldPlaced) {
-        let Some(&t) = self.tier_index.get(&e.tier_id) else {
-            return;
-        };
+    /// Places a hold as a new order; returns its position, or `None` for a hold that names
+    /// what cannot be (ignored).
+    fn place(&mut self, e: &HoldPlaced) -> Option<u32> {
+        let &t = self.tier_index.get(&e.tier_id)?;
         // Decide never places more (see `limits`); such an event is ignored like any other
         // that names what cannot be.
         let (Ok(tier), Ok(quantity)) = (u16::try_from(t), u16::try_from(e.quantity)) else {
-            return;
+            return None;
         };
         if self.order_pos(&e.order_id).is_some() {
-            return;
+            return None;
         }
-        let Ok(pos) = u32::try_from(self.orders.len()) else {
-            return;
-        };
+        let pos = u32::try_from(self.orders.len()).ok()?;
         let seats = if e.seats.is_empty() {
             NONE
         } else {
@@ -319,6 +311,7 @@ impl Inventory {
         self.order_index.insert(hash_of(&e.order_id), pos, |p| {
             hash_of(&orders[p as usize].id)
         });
+        Some(pos)
     }
 
     /// Takes the named seats for the order at `pos`; returns where its run of seats starts
@@ -387,10 +380,8 @@ impl Inventory {
         }
     }
 
-    fn confirm(&mut self, e: &OrderConfirmed) {
-        let Some(pos) = self.order_pos(&e.order_id) else {
-            return;
-        };
+    /// Pays the order at `pos` (if it is a live hold) and issues its tickets.
+    fn confirm(&mut self, pos: u32, e: &OrderConfirmed) {
         let order = &mut self.orders[pos as usize];
         if order.status != OrderStatus::Held {
             return;
