@@ -90,11 +90,19 @@ async fn setup() -> Setup {
 }
 
 async fn start(store: &SqliteStore, provider: &SimulatedProvider) -> CommandService {
+    let mut config = CommandConfig::default();
+    // BENCH_DEPTH=N: appends each actor keeps in flight (to compare with the default).
+    if let Some(depth) = std::env::var("BENCH_DEPTH")
+        .ok()
+        .and_then(|d| d.parse().ok())
+    {
+        config.actor.appends_in_flight = depth;
+    }
     CommandService::start(
         Arc::new(store.clone()),
         Arc::new(SystemClock),
         Arc::new(provider.clone()),
-        CommandConfig::default(),
+        config,
     )
     .await
     .expect("service")

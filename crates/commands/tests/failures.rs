@@ -30,12 +30,21 @@ enum Fault {
     Conflict,
 }
 
-/// A store that injects `fault` into the next `remaining` appends to inventory streams.
+/// A store that injects `fault` into the next `remaining` appends to inventory streams
+/// (after letting `skip` pass), answering each injected fault after `delay` (a slow failing
+/// disk: appends queued behind it are then already in flight).
 struct FaultyStore {
     inner: Arc<dyn EventStore>,
     fault: parking_lot::Mutex<Fault>,
     remaining: AtomicU32,
+    skip: AtomicU32,
+    delay: parking_lot::Mutex<Duration>,
     injected: AtomicU32,
+    /// Appends to inventory streams in flight now, and the most ever at once.
+    in_flight: AtomicU32,
+    most_in_flight: AtomicU32,
+    /// Appends the real store refused for a wrong expected version.
+    refused: AtomicU32,
 }
 
 impl FaultyStore {
@@ -44,8 +53,38 @@ impl FaultyStore {
             inner,
             fault: parking_lot::Mutex::new(Fault::FailBefore),
             remaining: AtomicU32::new(0),
+            skip: AtomicU32::new(0),
+            delay: parking_lot::Mutex::new(Duration::ZERO),
             injected: AtomicU32::new(0),
+            in_flight: AtomicU32::new(0),
+            most_in_flight: AtomicU32::new(0),
+            refused: AtomicU32::new(0),
         })
+    }
+
+    /// Lets `skip` appends pass, then injects `fault` into the next `times`, each answered
+    /// after `delay`.
+    fn inject_after(&self, fault: Fault, skip: u32, times: u32, delay: Duration) {
+        *self.fault.lock() = fault;
+        *self.delay.lock() = delay;
+        self.skip.store(skip, Ordering::SeqCst);
+        self.remaining.store(times, Ordering::SeqCst);
+    }
+
+    async fn forward(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        let result = self.inner.append(stream, expected, events).await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if matches!(result, Err(StoreError::WrongExpectedVersion { .. })) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+        }
+        result
     }
 
     fn inject(&self, fault: Fault, times: u32) {
@@ -62,28 +101,38 @@ impl EventStore for FaultyStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
-        let armed = stream.as_str().starts_with("inventory-")
+        let inventory = stream.as_str().starts_with("inventory-");
+        let skipped = inventory
+            && self
+                .skip
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        let armed = inventory
+            && !skipped
             && self
                 .remaining
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok();
         if !armed {
-            return self.inner.append(stream, expected, events).await;
+            return self.forward(stream, expected, events).await;
         }
         self.injected.fetch_add(1, Ordering::SeqCst);
         let fault = *self.fault.lock();
-        match fault {
+        let delay = *self.delay.lock();
+        let result = match fault {
             Fault::FailBefore => Err(StoreError::Unavailable("injected: disk gone".into())),
-            Fault::FailAfter => {
-                self.inner.append(stream, expected, events).await?;
-                Err(StoreError::Unavailable("injected: answer lost".into()))
-            }
+            Fault::FailAfter => self
+                .forward(stream, expected, events)
+                .await
+                .and(Err(StoreError::Unavailable("injected: answer lost".into()))),
             Fault::Conflict => Err(StoreError::WrongExpectedVersion {
                 stream: stream.clone(),
                 expected,
                 actual: None,
             }),
-        }
+        };
+        tokio::time::sleep(delay).await;
+        result
     }
     async fn read_stream(
         &self,
@@ -119,6 +168,11 @@ impl EventStore for FaultyStore {
     }
     async fn shutdown(&self) {
         self.inner.shutdown().await
+    }
+    fn orders_appends(&self) -> bool {
+        // Faults are injected before the inner append is queued, in the caller's order:
+        // the actor may keep several appends in flight here too.
+        self.inner.orders_appends()
     }
 }
 
@@ -178,6 +232,80 @@ async fn a_failed_append_is_retried_and_acknowledged_once_durable() {
     let events = stream_events(&h, event).await;
     assert_eq!(count_events(&events, "HoldPlaced"), 1);
     assert!(receipt.position <= events.last().expect("events").position);
+}
+
+/// Appends in flight together, one of them failing: the ones behind it are refused or
+/// stored, but every command is answered once, and exactly the answered holds are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_among_pipelined_appends_loses_and_duplicates_nothing() {
+    let mut most_in_flight = 0;
+    for fault in [Fault::FailBefore, Fault::FailAfter, Fault::Conflict] {
+        let h = harness().await;
+        let (event, tier) = h.published_event(1000, None).await;
+        let faulty = FaultyStore::new(Arc::new(h.store.clone()));
+        let service = service_on(&h, faulty.clone(), h.clock.clone()).await;
+        faulty.inject_after(fault, 5, 1, Duration::from_millis(30));
+        let buyers: Vec<_> = (0..40u128)
+            .map(|b| {
+                let service = service.clone();
+                tokio::spawn(async move {
+                    let mut held = Vec::new();
+                    for _ in 0..8 {
+                        let receipt = service
+                            .hold(
+                                &ctx(&buyer(b)),
+                                event,
+                                tier,
+                                Selection::Quantity { quantity: 1 },
+                            )
+                            .await
+                            .expect("one fault is within the retries");
+                        let InventoryOutcome::Held { order_id, .. } = receipt.outcome else {
+                            panic!("not held: {:?}", receipt.outcome)
+                        };
+                        held.push(order_id);
+                    }
+                    held
+                })
+            })
+            .collect();
+        let mut answered = Vec::new();
+        for b in buyers {
+            answered.extend(b.await.expect("buyer"));
+        }
+        assert_eq!(faulty.injected.load(Ordering::SeqCst), 1, "{fault:?}");
+        let events = stream_events(&h, event).await;
+        let mut stored: Vec<OrderId> = events
+            .iter()
+            .filter(|e| e.event_type == "HoldPlaced")
+            .map(|e| {
+                let domain::inventory::InventoryEvent::HoldPlaced(p) =
+                    commands::codec::decode(e).expect("decode")
+                else {
+                    unreachable!()
+                };
+                p.order_id
+            })
+            .collect();
+        stored.sort();
+        answered.sort();
+        assert_eq!(
+            stored, answered,
+            "{fault:?}: stored holds == answered holds"
+        );
+        let replayed = h.replay(event).await;
+        assert_eq!(replayed.tier(tier).expect("tier").held, 320, "{fault:?}");
+        most_in_flight = most_in_flight.max(faulty.most_in_flight.load(Ordering::SeqCst));
+        eprintln!(
+            "{fault:?}: at most {} appends in flight, {} refused by the store",
+            faulty.most_in_flight.load(Ordering::SeqCst),
+            faulty.refused.load(Ordering::SeqCst)
+        );
+    }
+    assert!(
+        most_in_flight >= 2,
+        "the actor kept several appends in flight"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,7 +40,7 @@ macro_rules! conformance_tests {
             many_streams_at_once, read_from_version_and_position, subscribe_from_start,
             subscribe_from_middle, subscribe_from_head, catch_up_then_live_across_burst,
             large_batch, unknown_stream, metadata_round_trip, bad_input, list_streams,
-            shutdown_ends_subscriptions);
+            shutdown_ends_subscriptions, ordered_appends);
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {
         $(
@@ -268,6 +268,80 @@ pub async fn ordering(store: Arc<dyn EventStore>) {
 
 /// Every expected-version mismatch is a conflict carrying both versions, and appends
 /// nothing.
+/// A backend that says it orders appends ([`EventStore::orders_appends`]) applies them in the
+/// order their futures are first polled: a chain of appends to one stream, each expecting the
+/// version the previous leaves, all succeed while in flight together; when one in the chain
+/// is refused, every later one is refused too and none is stored out of order.
+pub async fn ordered_appends(store: Arc<dyn EventStore>) {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::Poll;
+
+    if !store.orders_appends() {
+        return;
+    }
+    type Pending<'a> = Pin<Box<dyn Future<Output = Result<crate::AppendResult, StoreError>> + Send + 'a>>;
+    /// Polls each append once, in order (which queues it), then waits for all of them.
+    async fn chain<'a>(mut appends: Vec<Pending<'a>>) -> Vec<Result<crate::AppendResult, StoreError>> {
+        let mut early = Vec::with_capacity(appends.len());
+        for append in &mut appends {
+            let first = std::future::poll_fn(|cx| Poll::Ready(append.as_mut().poll(cx))).await;
+            early.push(match first {
+                Poll::Ready(result) => Some(result),
+                Poll::Pending => None,
+            });
+        }
+        let mut results = Vec::with_capacity(appends.len());
+        for (append, early) in appends.into_iter().zip(early) {
+            results.push(match early {
+                Some(result) => result,
+                None => append.await,
+            });
+        }
+        results
+    }
+
+    let p = prefix("ordered");
+    let s = stream(&p, "s");
+    let links: Vec<Pending<'_>> = (0..50u64)
+        .map(|i| {
+            let expected = if i == 0 {
+                ExpectedVersion::NoStream
+            } else {
+                ExpectedVersion::Exact(i * 2 - 1)
+            };
+            let batch = events(i as usize * 2..i as usize * 2 + 2);
+            Box::pin(store.append(&s, expected, batch)) as Pending<'_>
+        })
+        .collect();
+    for (i, result) in chain(links).await.into_iter().enumerate() {
+        let appended = result.unwrap_or_else(|e| panic!("link {i} of the chain: {e}"));
+        assert_eq!(appended.first_version, i as u64 * 2, "link {i}");
+    }
+    assert_eq!(store.stream_version(&s).await.expect("version"), Some(99));
+
+    // A broken link: the third expects a version nobody leaves; it and all after it fail.
+    let links: Vec<Pending<'_>> = (0..6u64)
+        .map(|i| {
+            let expected = match i {
+                2 => ExpectedVersion::Exact(10_000),
+                _ => ExpectedVersion::Exact(99 + i),
+            };
+            Box::pin(store.append(&s, expected, events(100 + i as usize..101 + i as usize)))
+                as Pending<'_>
+        })
+        .collect();
+    let results = chain(links).await;
+    assert!(results[0].is_ok() && results[1].is_ok(), "{results:?}");
+    for (i, result) in results.iter().enumerate().skip(2) {
+        assert!(
+            matches!(result, Err(StoreError::WrongExpectedVersion { .. })),
+            "link {i} after the broken one: {result:?}"
+        );
+    }
+    assert_eq!(store.stream_version(&s).await.expect("version"), Some(101));
+}
+
 pub async fn conflicts(store: Arc<dyn EventStore>) {
     let p = prefix("conflicts");
     let s = stream(&p, "s");

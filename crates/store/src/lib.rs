@@ -418,6 +418,15 @@ pub trait EventStore: Send + Sync + 'static {
     /// Stops the store: pending appends are finished, later calls fail with
     /// [`StoreError::ShutDown`] and subscriptions end. Idempotent.
     async fn shutdown(&self);
+
+    /// Whether appends are applied in the order their futures are first polled, so that a
+    /// writer may keep several appends to one stream in flight, each expecting the version
+    /// the previous one leaves (a failure of one then fails the later ones with
+    /// [`StoreError::WrongExpectedVersion`], never lets them skip it). `false` unless a
+    /// backend promises it; callers must then wait for each append before the next.
+    fn orders_appends(&self) -> bool {
+        false
+    }
 }
 
 /// Checks an append against the limits every backend enforces, before any IO.

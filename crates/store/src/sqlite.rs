@@ -468,6 +468,12 @@ impl Inner {
 
 #[async_trait]
 impl EventStore for SqliteStore {
+    /// Yes: an append is validated and queued to the one writer thread when its future is
+    /// first polled, and the writer takes its queue in order.
+    fn orders_appends(&self) -> bool {
+        true
+    }
+
     async fn append(
         &self,
         stream: &StreamName,
