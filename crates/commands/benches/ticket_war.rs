@@ -98,6 +98,13 @@ async fn start(store: &SqliteStore, provider: &SimulatedProvider) -> CommandServ
     {
         config.actor.appends_in_flight = depth;
     }
+    // BENCH_EARLY=N: commands a batch needs to go to the store while others are in flight.
+    if let Some(early) = std::env::var("BENCH_EARLY")
+        .ok()
+        .and_then(|d| d.parse().ok())
+    {
+        config.actor.early_batch_commands = early;
+    }
     CommandService::start(
         Arc::new(store.clone()),
         Arc::new(SystemClock),

@@ -243,7 +243,18 @@ async fn a_fault_among_pipelined_appends_loses_and_duplicates_nothing() {
         let h = harness().await;
         let (event, tier) = h.published_event(1000, None).await;
         let faulty = FaultyStore::new(Arc::new(h.store.clone()));
-        let service = service_on(&h, faulty.clone(), h.clock.clone()).await;
+        let mut eager = config();
+        // Every batch goes as soon as a slot is free: as many appends in flight as can be.
+        eager.actor.early_batch_commands = 1;
+        eager.actor.appends_in_flight = 3;
+        let service = CommandService::start(
+            faulty.clone(),
+            Arc::new(h.clock.clone()),
+            Arc::new(h.provider.clone()),
+            eager,
+        )
+        .await
+        .expect("service");
         faulty.inject_after(fault, 5, 1, Duration::from_millis(30));
         let buyers: Vec<_> = (0..40u128)
             .map(|b| {
