@@ -280,9 +280,12 @@ pub async fn ordered_appends(store: Arc<dyn EventStore>) {
     if !store.orders_appends() {
         return;
     }
-    type Pending<'a> = Pin<Box<dyn Future<Output = Result<crate::AppendResult, StoreError>> + Send + 'a>>;
+    type Pending<'a> =
+        Pin<Box<dyn Future<Output = Result<crate::AppendResult, StoreError>> + Send + 'a>>;
     /// Polls each append once, in order (which queues it), then waits for all of them.
-    async fn chain<'a>(mut appends: Vec<Pending<'a>>) -> Vec<Result<crate::AppendResult, StoreError>> {
+    async fn chain<'a>(
+        mut appends: Vec<Pending<'a>>,
+    ) -> Vec<Result<crate::AppendResult, StoreError>> {
         let mut early = Vec::with_capacity(appends.len());
         for append in &mut appends {
             let first = std::future::poll_fn(|cx| Poll::Ready(append.as_mut().poll(cx))).await;
