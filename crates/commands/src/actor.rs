@@ -129,8 +129,17 @@ pub enum InventoryMsg {
     /// Expire every hold whose time has come (sent by the actor's own timer, or by
     /// whoever wants expiries checked now).
     ExpireDue,
-    /// The oldest append in flight finished (answers come in the order of the appends).
-    AppendDone(Result<AppendResult, StoreError>),
+    /// An append finished (answers come in the order of the appends); `seq` names the
+    /// batch, so that an answer from an appender given up on is never taken for another's.
+    AppendDone {
+        /// The batch's number.
+        seq: u64,
+        /// What the store said.
+        result: Result<AppendResult, StoreError>,
+    },
+    /// The appender task stopped before the actor (the store panicked in an append): the
+    /// batches in flight will not be answered.
+    AppenderStopped,
     /// The reload task finished.
     Reloaded(Result<Box<Recovered>, StoreError>),
     /// Stop if idle for long enough (sent by the actor's own interval).
@@ -206,6 +215,8 @@ struct Batch {
     bytes: usize,
     /// The commands, in decision order.
     entries: Vec<Entry>,
+    /// Its number once sent to the store (see [`InventoryMsg::AppendDone`]).
+    seq: u64,
 }
 
 /// The state of an inventory actor.
@@ -235,6 +246,8 @@ pub struct InventoryState {
     depth: usize,
     /// Where batches go to be appended, in order.
     appender: Appender,
+    /// Number of the next batch sent to the store.
+    next_seq: u64,
     /// Batches whose append failed, or that were in flight behind one that failed: decided
     /// again after the reload.
     failed: Vec<Batch>,
@@ -298,6 +311,7 @@ impl Actor for InventoryActor {
             in_flight: VecDeque::new(),
             depth,
             appender,
+            next_seq: 0,
             failed: Vec::new(),
             queued: VecDeque::new(),
             reloading: false,
@@ -367,7 +381,8 @@ impl Actor for InventoryActor {
                     state.submit(&myself);
                 }
             }
-            InventoryMsg::AppendDone(result) => state.append_done(&myself, result),
+            InventoryMsg::AppendDone { seq, result } => state.append_done(&myself, seq, result),
+            InventoryMsg::AppenderStopped => state.appender_stopped(&myself),
             InventoryMsg::Reloaded(Ok(recovered)) => state.reloaded(&myself, *recovered),
             InventoryMsg::Reloaded(Err(e)) => {
                 // The state is unknown: answer everyone and fail, so that the supervisor
@@ -570,14 +585,34 @@ impl InventoryState {
                 Some(v) => (ExpectedVersion::Exact(v), v + events.len() as u64),
             };
             self.tail = Some(tail);
-            if !self.appender.append(expected, events) {
-                // The appender is gone (it never stops while the actor lives, so only a
-                // bug): fail this batch like a failed append, which reloads and restarts it.
-                let _ = myself.send_message(InventoryMsg::AppendDone(Err(
-                    StoreError::Unavailable("the inventory appender stopped".into()),
-                )));
-            }
+            batch.seq = self.next_seq;
+            self.next_seq += 1;
+            let sent = self.appender.append(batch.seq, expected, events);
             self.in_flight.push_back(batch);
+            if !sent {
+                self.appender_stopped(myself);
+                return;
+            }
+        }
+    }
+
+    /// The appender is gone (only if the store panicked in an append): nothing in flight
+    /// will be answered. Fails them all, reloads, and starts a new appender after.
+    fn appender_stopped(&mut self, myself: &ActorRef<InventoryMsg>) {
+        if !self.appender.is_closed() && !self.reloading && self.in_flight.is_empty() {
+            return;
+        }
+        tracing::error!(event = %self.event_id, "inventory appender stopped; reloading");
+        if self.last_failure.is_none() {
+            self.last_failure = Some(CommandError::Unavailable(
+                "the inventory appender stopped".into(),
+            ));
+        }
+        let already = self.reloading && self.in_flight.is_empty();
+        self.failed.extend(self.in_flight.drain(..));
+        self.reloading = true;
+        if !already {
+            self.reload_when_drained(myself);
         }
     }
 
@@ -585,8 +620,13 @@ impl InventoryState {
     fn append_done(
         &mut self,
         myself: &ActorRef<InventoryMsg>,
+        seq: u64,
         result: Result<AppendResult, StoreError>,
     ) {
+        if self.in_flight.front().is_none_or(|b| b.seq != seq) {
+            // From an appender given up on: its batches were decided again already.
+            return;
+        }
         let Some(batch) = self.in_flight.pop_front() else {
             return;
         };
@@ -767,7 +807,7 @@ fn finish(entry: Entry, position: Position) {
 /// arrives (the first poll of an append queues it, so several are in flight in the order
 /// the actor sent them) and reports each result to the actor, in the same order.
 struct Appender {
-    batches: mpsc::UnboundedSender<(ExpectedVersion, Vec<NewEvent>)>,
+    batches: mpsc::UnboundedSender<(u64, ExpectedVersion, Vec<NewEvent>)>,
 }
 
 impl Appender {
@@ -776,18 +816,21 @@ impl Appender {
         stream: StreamName,
         actor: ActorRef<InventoryMsg>,
     ) -> Self {
-        let (batches, mut incoming) = mpsc::unbounded_channel::<(ExpectedVersion, Vec<NewEvent>)>();
+        let (batches, mut incoming) =
+            mpsc::unbounded_channel::<(u64, ExpectedVersion, Vec<NewEvent>)>();
         tokio::spawn(async move {
+            // Tells the actor if this task ends by a panic (in the store's append).
+            let mut watch = StopWatch(Some(actor.clone()));
             let mut pending = FuturesOrdered::new();
             loop {
                 tokio::select! {
                     biased;
-                    Some(result) = pending.next(), if !pending.is_empty() => {
+                    Some((seq, result)) = pending.next(), if !pending.is_empty() => {
                         // If the actor is gone, its callers already got UNAVAILABLE.
-                        let _ = actor.send_message(InventoryMsg::AppendDone(result));
+                        let _ = actor.send_message(InventoryMsg::AppendDone { seq, result });
                     }
                     batch = incoming.recv() => {
-                        let Some((expected, events)) = batch else {
+                        let Some((seq, expected, events)) = batch else {
                             break;
                         };
                         let started = Instant::now();
@@ -802,22 +845,35 @@ impl Appender {
                             };
                             metrics::histogram!("inventory_append_seconds")
                                 .record(started.elapsed().as_secs_f64());
-                            result
+                            (seq, result)
                         });
                     }
                 }
             }
+            watch.0 = None;
         });
         Self { batches }
     }
 
-    /// Hands a batch to the appender; `false` if it is gone.
-    fn append(&self, expected: ExpectedVersion, events: Vec<NewEvent>) -> bool {
-        self.batches.send((expected, events)).is_ok()
+    /// Hands batch `seq` to the appender; `false` if it is gone.
+    fn append(&self, seq: u64, expected: ExpectedVersion, events: Vec<NewEvent>) -> bool {
+        self.batches.send((seq, expected, events)).is_ok()
     }
 
     fn is_closed(&self) -> bool {
         self.batches.is_closed()
+    }
+}
+
+/// Sends [`InventoryMsg::AppenderStopped`] when dropped while still holding the actor: the
+/// appender task unwound from a panic.
+struct StopWatch(Option<ActorRef<InventoryMsg>>);
+
+impl Drop for StopWatch {
+    fn drop(&mut self) {
+        if let Some(actor) = self.0.take() {
+            let _ = actor.send_message(InventoryMsg::AppenderStopped);
+        }
     }
 }
 

@@ -28,6 +28,8 @@ enum Fault {
     FailAfter,
     /// Report a conflict without writing.
     Conflict,
+    /// Panic inside the append (a bug in a store).
+    Panic,
 }
 
 /// A store that injects `fault` into the next `remaining` appends to inventory streams
@@ -130,6 +132,7 @@ impl EventStore for FaultyStore {
                 expected,
                 actual: None,
             }),
+            Fault::Panic => panic!("injected: a bug in the store"),
         };
         tokio::time::sleep(delay).await;
         result
@@ -317,6 +320,49 @@ async fn a_fault_among_pipelined_appends_loses_and_duplicates_nothing() {
         most_in_flight >= 2,
         "the actor kept several appends in flight"
     );
+}
+
+/// A store that panics in an append takes the actor's appender task down with it: the
+/// actor notices, reloads, starts a new appender and still answers every command once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_panics_in_an_append_loses_no_command() {
+    let (h, faulty, service, event, tier) = faulty_setup().await;
+    faulty.inject(Fault::Panic, 1);
+    let holds: Vec<_> = (0..10u128)
+        .map(|b| {
+            let service = service.clone();
+            tokio::spawn(async move {
+                service
+                    .hold(
+                        &ctx(&buyer(b)),
+                        event,
+                        tier,
+                        Selection::Quantity { quantity: 1 },
+                    )
+                    .await
+            })
+        })
+        .collect();
+    for hold in holds {
+        let receipt = hold
+            .await
+            .expect("task")
+            .expect("answered after the reload");
+        assert!(matches!(receipt.outcome, InventoryOutcome::Held { .. }));
+    }
+    assert_eq!(faulty.injected.load(Ordering::SeqCst), 1);
+    let events = stream_events(&h, event).await;
+    assert_eq!(count_events(&events, "HoldPlaced"), 10);
+    // The actor keeps serving with its new appender.
+    service
+        .hold(
+            &ctx(&buyer(99)),
+            event,
+            tier,
+            Selection::Quantity { quantity: 1 },
+        )
+        .await
+        .expect("served after");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
