@@ -22,11 +22,12 @@
 //!   of a purchase, whose last event carries it
 //!   ([`inventory::InventoryEvent::ends_decision`]): a `PlaceHold` ends with its
 //!   `HoldPlaced` (outcome `Held`), and a `ConfirmPayment` or `Purchase` that issues
-//!   tickets with its `OrderConfirmed` (outcome `Confirmed`). Keys are scoped per stream and per acting
-//!   user: a decided key answers its first outcome with no events; the same key with a
-//!   different body is refused as `INVALID_INPUT`. A hold's expiry is not part of that
-//!   identity ([`inventory::InventoryCommand::fingerprint`]): a hold retried later, with a
-//!   later expiry, answers the first hold. Rejected commands are not recorded.
+//!   tickets with its `OrderConfirmed` (outcome `Confirmed`). Keys are scoped per stream
+//!   and per acting user: a decided key answers its first outcome with no events; the same
+//!   key with a different body is refused as `INVALID_INPUT`. A hold's expiry is not part
+//!   of that identity ([`inventory::InventoryCommand::fingerprint`]): a hold retried later,
+//!   with a later expiry, answers the first hold. Rejected commands are not recorded.
+//! * [`inventory::Inventory::shrink_to_fit`] gives back spare memory of a state kept idle.
 //! * Buying is `PlaceHold` (by the buyer), then `ConfirmPayment` (by [`Actor::System`] or an
 //!   admin, when the payment provider reports success), or `ExpireHold` (by
 //!   [`Actor::System`], at or after the hold's expiry time; earlier is refused). A payment
