@@ -1124,6 +1124,16 @@ fn ticket_seeds_must_match_the_order() {
             secret: "short".into(),
         },
     ];
+    // The second ticket's secret instead: lengths count characters, not bytes.
+    let second = |secret: String| {
+        vec![
+            seeds(1, 1)[0].clone(),
+            TicketSeed {
+                ticket_id: ticket(2),
+                secret,
+            },
+        ]
+    };
     for (tickets, code) in [
         (seeds(1, 1), "INVALID_INPUT"),
         (seeds(1, 3), "INVALID_INPUT"),
@@ -1131,11 +1141,22 @@ fn ticket_seeds_must_match_the_order() {
         (dup_id, "INVALID_INPUT"),
         (dup_secret, "INVALID_INPUT"),
         (short, "INVALID_INPUT"),
+        (second("é".repeat(15)), "INVALID_INPUT"),
+        (second("x".repeat(257)), "INVALID_INPUT"),
+        (second(format!("{}\t", "x".repeat(20))), "INVALID_INPUT"),
+        (second(format!("{} x", "x".repeat(20))), "INVALID_INPUT"),
+        (second(format!("{}\u{a0}", "é".repeat(20))), "INVALID_INPUT"),
+        (second(format!("{}\u{7f}", "x".repeat(20))), "INVALID_INPUT"),
         (seeds(50, 2), "ALREADY_EXISTS"),
     ] {
         on(events.clone())
             .when(cmd(Actor::System, "pay-1", t(4), with(tickets)))
             .rejected(code);
+    }
+    for fine in ["é".repeat(16), "x".repeat(256), "Ab0-_~!".repeat(3)] {
+        on(events.clone())
+            .when(cmd(Actor::System, "pay-1", t(4), with(second(fine))))
+            .accepted();
     }
     let mut bad = payment(1, 10_000, 1, 2);
     bad.payment_ref = " ".into();

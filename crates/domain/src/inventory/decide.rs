@@ -1117,10 +1117,7 @@ impl Inventory {
                     id: ticket_id.to_string(),
                 });
             }
-            let len = secret.chars().count();
-            if !(MIN_SECRET_LEN..=MAX_SECRET_LEN).contains(&len)
-                || secret.chars().any(|c| c.is_whitespace() || c.is_control())
-            {
+            if !printable_secret(secret) {
                 return Err(Rejection::invalid(
                     "tickets",
                     format!(
@@ -1254,6 +1251,24 @@ fn status_word(status: OrderStatus) -> &'static str {
         OrderStatus::Expired => "expired",
         OrderStatus::Cancelled => "cancelled",
     }
+}
+
+/// Whether a ticket secret has [`MIN_SECRET_LEN`] to [`MAX_SECRET_LEN`] characters, none of
+/// them whitespace or control characters. Secrets are generated, so nearly always ASCII:
+/// that case is one pass over the bytes.
+fn printable_secret(secret: &str) -> bool {
+    if secret.is_ascii() {
+        return (MIN_SECRET_LEN..=MAX_SECRET_LEN).contains(&secret.len())
+            && secret.bytes().all(|b| b.is_ascii_graphic());
+    }
+    let mut len = 0;
+    for c in secret.chars() {
+        if c.is_whitespace() || c.is_control() {
+            return false;
+        }
+        len += 1;
+    }
+    (MIN_SECRET_LEN..=MAX_SECRET_LEN).contains(&len)
 }
 
 fn payment_amount(payment: &PaymentInput) -> Result<Money, Rejection> {
