@@ -267,6 +267,7 @@ impl Application {
             passwords: PasswordHasher::default(),
             ticket_codes: TicketCodeSigner::new(ticket_key.as_bytes()),
             read_your_writes_timeout: Duration::from_secs(10),
+            live_update_interval: config.service.live_update_interval,
         });
 
         // Everything recorded before this start must be in the read models before an

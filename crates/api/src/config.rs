@@ -40,6 +40,14 @@ pub const DEFAULT_MAX_WEBSOCKET_CONNECTIONS: usize = 10_000;
 /// The largest `--max-websocket-connections` accepted.
 pub const MAX_WEBSOCKET_CONNECTIONS: usize = 1_000_000;
 
+/// The default of `--live-update-interval`: a subscriber sees a hot event's counts move
+/// twenty times a second, well within what a person notices, instead of once per batch of
+/// sales (hundreds a second), each serialised and sent to every subscriber.
+pub const DEFAULT_LIVE_UPDATE_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The longest `--live-update-interval` accepted.
+pub const MAX_LIVE_UPDATE_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Configuration of the HTTP/GraphQL service.
 ///
 /// Every field is a flag (`--addr`) and an environment variable (`TICKETING_ADDR`); a flag
@@ -145,6 +153,12 @@ pub struct ServiceConfig {
     /// an upgrade is refused with 503 and `TOO_MANY_CONNECTIONS`.
     #[arg(long, env = "TICKETING_MAX_WEBSOCKET_CONNECTIONS", default_value_t = DEFAULT_MAX_WEBSOCKET_CONNECTIONS)]
     pub max_websocket_connections: usize,
+
+    /// Least time between two `seatAvailability` updates to one subscriber: changes in
+    /// between are folded into the next update, which always carries the latest counts.
+    /// `0s` sends every change.
+    #[arg(long, env = "TICKETING_LIVE_UPDATE_INTERVAL", default_value = "50ms", value_parser = humantime::parse_duration)]
+    pub live_update_interval: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -174,6 +188,7 @@ impl Default for ServiceConfig {
             shutdown_grace: Duration::from_secs(30),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_websocket_connections: DEFAULT_MAX_WEBSOCKET_CONNECTIONS,
+            live_update_interval: DEFAULT_LIVE_UPDATE_INTERVAL,
         }
     }
 }
@@ -238,6 +253,11 @@ impl ServiceConfig {
         {
             problems.push(ConfigProblem::WebSocketConnectionsOutOfRange(
                 self.max_websocket_connections,
+            ));
+        }
+        if self.live_update_interval > MAX_LIVE_UPDATE_INTERVAL {
+            problems.push(ConfigProblem::LiveUpdateIntervalTooLong(
+                self.live_update_interval,
             ));
         }
 
@@ -496,6 +516,13 @@ pub enum ConfigProblem {
         "the maximum of WebSocket connections must be between 1 and {MAX_WEBSOCKET_CONNECTIONS}, got {0}"
     )]
     WebSocketConnectionsOutOfRange(usize),
+    /// A live update interval over [`MAX_LIVE_UPDATE_INTERVAL`].
+    #[error(
+        "the live update interval must be at most {}, got {}",
+        humantime::format_duration(MAX_LIVE_UPDATE_INTERVAL),
+        humantime::format_duration(*.0)
+    )]
+    LiveUpdateIntervalTooLong(Duration),
 }
 
 /// A rate: how many actions a client may take per period, for example `10/min`.
@@ -662,6 +689,24 @@ mod tests {
     }
 
     #[test]
+    fn the_live_update_interval_is_a_duration_within_bounds() {
+        assert_eq!(
+            parse(&[]).expect("parses").live_update_interval,
+            DEFAULT_LIVE_UPDATE_INTERVAL
+        );
+        for fine in ["0s", "250ms", "10s"] {
+            let config = parse(&["--live-update-interval", fine]).expect("parses");
+            assert_eq!(problems(&config), vec![], "{fine}");
+        }
+        assert!(parse(&["--live-update-interval", "often"]).is_err());
+        let config = parse(&["--live-update-interval", "11s"]).expect("parses");
+        assert!(matches!(
+            problems(&config)[..],
+            [ConfigProblem::LiveUpdateIntervalTooLong(_)]
+        ));
+    }
+
+    #[test]
     fn the_websocket_cap_is_a_count_within_bounds() {
         assert_eq!(
             parse(&[]).expect("parses").max_websocket_connections,
@@ -741,10 +786,11 @@ mod tests {
             shutdown_grace: Duration::from_secs(3600),
             request_timeout: Duration::ZERO,
             max_websocket_connections: 0,
+            live_update_interval: Duration::from_secs(11),
             ..ServiceConfig::default()
         };
         let found = problems(&config);
-        assert_eq!(found.len(), 12, "{found:?}");
+        assert_eq!(found.len(), 13, "{found:?}");
         assert_eq!(found[0], ConfigProblem::EmptyJwtSecret);
     }
 

@@ -19,10 +19,30 @@ use crate::error::ApiError;
 #[derive(Default)]
 pub struct LiveSubscription;
 
+/// The feed's current value at once, then its latest value after each change, at most once
+/// per `interval` (changes within it are folded into the next value). Ends with the feed.
+fn throttled<T: Clone + Send + Sync + 'static>(
+    feed: tokio::sync::watch::Receiver<T>,
+    interval: std::time::Duration,
+) -> impl Stream<Item = T> + Send + 'static {
+    stream::unfold((feed, true), move |(mut feed, first)| async move {
+        if !first {
+            if !interval.is_zero() {
+                tokio::time::sleep(interval).await;
+            }
+            // At once if it changed while sleeping.
+            feed.changed().await.ok()?;
+        }
+        let value = feed.borrow_and_update().clone();
+        Some((value, (feed, false)))
+    })
+}
+
 #[Subscription]
 impl LiveSubscription {
-    /// An event's availability at once, then after every change. Under a burst of sales a
-    /// subscriber gets the latest counts, never a backlog: values in between are skipped.
+    /// An event's availability at once, then after every change, at most once per live
+    /// update interval (`--live-update-interval`). Under a burst of sales a subscriber gets
+    /// the latest counts, never a backlog: values in between are skipped.
     async fn seat_availability(
         &self,
         ctx: &Context<'_>,
@@ -36,7 +56,7 @@ impl LiveSubscription {
             .catalogue()
             .watch_availability(event_id)
             .ok_or_else(|| ApiError::NotFound(format!("no event {event_id}")))?;
-        Ok(WatchStream::new(feed).map(Availability))
+        Ok(throttled(feed, services.live_update_interval).map(Availability))
     }
 
     /// An order's status at once, then whenever it changes (its buyer, or the event's
@@ -96,5 +116,47 @@ impl LiveSubscription {
             },
         );
         Ok(updates)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::StreamExt;
+
+    use super::throttled;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_changes_reaches_a_subscriber_as_one_latest_value_per_interval() {
+        let (feed, watched) = tokio::sync::watch::channel(0u32);
+        let mut updates = Box::pin(throttled(watched, Duration::from_millis(50)));
+        assert_eq!(updates.next().await, Some(0), "the current value at once");
+        for n in 1..=100 {
+            feed.send_replace(n);
+        }
+        assert_eq!(updates.next().await, Some(100), "the latest, not a backlog");
+        let after = tokio::time::Instant::now();
+        feed.send_replace(101);
+        assert_eq!(updates.next().await, Some(101));
+        assert!(
+            after.elapsed() >= Duration::from_millis(50),
+            "one per interval"
+        );
+        drop(feed);
+        assert_eq!(updates.next().await, None, "ends with the feed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_an_interval_every_change_goes_out_at_once() {
+        let (feed, watched) = tokio::sync::watch::channel(0u32);
+        let mut updates = Box::pin(throttled(watched, Duration::ZERO));
+        assert_eq!(updates.next().await, Some(0));
+        let started = tokio::time::Instant::now();
+        for n in 1..=3 {
+            feed.send_replace(n);
+            assert_eq!(updates.next().await, Some(n));
+        }
+        assert_eq!(started.elapsed(), Duration::ZERO);
     }
 }

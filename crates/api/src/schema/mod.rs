@@ -85,6 +85,8 @@ pub struct Services {
     pub ticket_codes: TicketCodeSigner,
     /// Longest a mutation waits for the read side to show its effect.
     pub read_your_writes_timeout: Duration,
+    /// Least time between two live availability updates to one subscriber.
+    pub live_update_interval: Duration,
 }
 
 /// Builds the schema with the service limits and the shared services.
