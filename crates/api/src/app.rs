@@ -251,7 +251,23 @@ impl Application {
             NotifierMode::Off => None,
         };
 
-        let jwt = Arc::new(JwtCodec::from_config(&config.service));
+        // Roles come from the accounts read model at every request, so that a revoked
+        // role stops working at once rather than when the token expires.
+        let jwt = Arc::new(JwtCodec::from_config(&config.service).with_current_roles({
+            let read_side = Arc::clone(&read_side);
+            Arc::new(move |user| {
+                read_side
+                    .accounts()
+                    .by_id(domain::UserId(user))
+                    .map(|account| {
+                        account
+                            .roles
+                            .into_iter()
+                            .map(crate::auth::Role::from)
+                            .collect()
+                    })
+            })
+        }));
         let ticket_key = config
             .ticket_code_key
             .as_ref()

@@ -83,7 +83,8 @@ pub struct Claims {
 pub struct AuthUser {
     /// The user's id.
     pub user_id: Uuid,
-    /// The user's roles, as of when their token was issued.
+    /// The user's roles: as they are now where the service knows them, else as of when
+    /// their token was issued.
     pub roles: Vec<Role>,
     /// When the credentials stop being valid.
     pub expires_at: DateTime<Utc>,
@@ -123,7 +124,14 @@ pub struct JwtCodec {
     issuer: String,
     /// Lifetime of issued tokens.
     expiry: Duration,
+    /// The user's roles as they are now (the accounts read model), when known: a role
+    /// granted or revoked after a token was issued takes effect at the next request, not
+    /// at the next log-in.
+    current_roles: Option<CurrentRoles>,
 }
+
+/// Looks up a user's roles as they are now; `None` for a user it does not know.
+pub type CurrentRoles = Arc<dyn Fn(Uuid) -> Option<Vec<Role>> + Send + Sync>;
 
 impl std::fmt::Debug for JwtCodec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -151,7 +159,15 @@ impl JwtCodec {
             validation,
             issuer,
             expiry,
+            current_roles: None,
         }
+    }
+
+    /// The same codec, giving verified users the roles `current` says they hold now
+    /// instead of those their token was issued with (kept for users it does not know).
+    pub fn with_current_roles(mut self, current: CurrentRoles) -> Self {
+        self.current_roles = Some(current);
+        self
     }
 
     /// A codec configured from the service configuration.
@@ -209,9 +225,14 @@ impl JwtCodec {
             .timestamp_opt(data.claims.exp, 0)
             .single()
             .ok_or(AuthError::Invalid)?;
+        let roles = self
+            .current_roles
+            .as_ref()
+            .and_then(|current| current(data.claims.sub))
+            .unwrap_or(data.claims.roles);
         Ok(AuthUser {
             user_id: data.claims.sub,
-            roles: data.claims.roles,
+            roles,
             expires_at,
         })
     }

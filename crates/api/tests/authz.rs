@@ -266,3 +266,70 @@ async fn each_role_gets_only_what_is_its_own() {
 
     app.stop().await;
 }
+
+/// Roles are read at every request: a grant or a revocation applies to a token issued
+/// before it, without logging in again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_granted_or_revoked_role_applies_to_tokens_issued_before() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = TestApp::spawn(dir.path()).await;
+    let (carol_id, carol) = app.customer("carol@example.com").await;
+    let admin = app.login(common::ADMIN_EMAIL, common::ADMIN_PASSWORD).await;
+    let create = "mutation { createEvent(input: { name: \"x\", venue: \"y\", startsAt: \"2099-01-01T00:00:00Z\", endsAt: \"2099-01-02T00:00:00Z\" }) { id } }";
+    let grant = "mutation($u: ID!, $r: Role!) { grantRole(userId: $u, role: $r) { roles } }";
+    let revoke = "mutation($u: ID!, $r: Role!) { revokeRole(userId: $u, role: $r) { roles } }";
+    let as_organizer = json!({ "u": carol_id, "r": "ORGANIZER" });
+
+    let body = app.gql(Some(&carol), create, json!({})).await;
+    assert_eq!(code(&body), "FORBIDDEN", "{body}");
+
+    app.ok(Some(&admin), grant, as_organizer.clone()).await;
+    let body = app.gql(Some(&carol), create, json!({})).await;
+    assert!(body["errors"].is_null(), "granted, same token: {body}");
+    let me = app.ok(Some(&carol), "{ me { roles } }", json!({})).await;
+    assert!(
+        me["me"]["roles"]
+            .as_array()
+            .expect("roles")
+            .contains(&json!("ORGANIZER")),
+        "{me}"
+    );
+
+    let revoked = app.ok(Some(&admin), revoke, as_organizer.clone()).await;
+    assert!(
+        !revoked["revokeRole"]["roles"]
+            .as_array()
+            .expect("roles")
+            .contains(&json!("ORGANIZER")),
+        "{revoked}"
+    );
+    let body = app.gql(Some(&carol), create, json!({})).await;
+    assert_eq!(code(&body), "FORBIDDEN", "revoked, same token: {body}");
+
+    // Only administrators revoke, and only for users that exist.
+    let body = app
+        .gql(
+            Some(&carol),
+            revoke,
+            json!({ "u": carol_id, "r": "CUSTOMER" }),
+        )
+        .await;
+    assert_eq!(code(&body), "FORBIDDEN", "{body}");
+    let body = app
+        .gql(
+            Some(&admin),
+            revoke,
+            json!({ "u": "0190d2b6-0000-7000-8000-000000000000", "r": "ORGANIZER" }),
+        )
+        .await;
+    assert_eq!(code(&body), "NOT_FOUND", "{body}");
+    let body = app
+        .gql(
+            Some(&admin),
+            revoke,
+            json!({ "u": "nope", "r": "ORGANIZER" }),
+        )
+        .await;
+    assert_eq!(code(&body), "INVALID_INPUT", "{body}");
+    app.stop().await;
+}

@@ -169,7 +169,8 @@ impl AccountMutation {
         account(services, UserId(user.user_id))
     }
 
-    /// Gives a user a role (admins only). The user's next log-in carries it.
+    /// Gives a user a role (admins only). It holds from the user's next request, with the
+    /// token they already have.
     #[graphql(guard = "RoleGuard::new(Role::Admin)")]
     async fn grant_role(
         &self,
@@ -177,27 +178,57 @@ impl AccountMutation {
         user_id: ID,
         role: Role,
     ) -> Result<User, ApiError> {
-        let admin = caller(ctx)?;
-        let services = services(ctx)?;
-        let target: UserId = parse_id("userId", &user_id)?;
-        if services.read_side.accounts().by_id(target).is_none() {
-            return Err(ApiError::NotFound(format!("no user {target}")));
-        }
-        let request = command_context(ctx, actor_of(admin), None);
-        let receipt = services
-            .accounts
-            .execute(
-                &request,
-                target,
-                AccountCommand::GrantRole {
-                    role: domain_role(role),
-                },
-            )
-            .await
-            .map_err(command_error)?;
-        read_your_writes(services, receipt.position).await?;
-        account(services, target)
+        change_role(
+            ctx,
+            &user_id,
+            AccountCommand::GrantRole {
+                role: domain_role(role),
+            },
+        )
+        .await
     }
+
+    /// Takes a role away from a user (admins only). It stops working at the user's next
+    /// request, even with a token issued before.
+    #[graphql(guard = "RoleGuard::new(Role::Admin)")]
+    async fn revoke_role(
+        &self,
+        ctx: &Context<'_>,
+        user_id: ID,
+        role: Role,
+    ) -> Result<User, ApiError> {
+        change_role(
+            ctx,
+            &user_id,
+            AccountCommand::RevokeRole {
+                role: domain_role(role),
+            },
+        )
+        .await
+    }
+}
+
+/// Grants or revokes a role as the calling administrator; answers the user as the read
+/// side then sees them.
+async fn change_role(
+    ctx: &Context<'_>,
+    user_id: &ID,
+    change: AccountCommand,
+) -> Result<User, ApiError> {
+    let admin = caller(ctx)?;
+    let services = services(ctx)?;
+    let target: UserId = parse_id("userId", user_id)?;
+    if services.read_side.accounts().by_id(target).is_none() {
+        return Err(ApiError::NotFound(format!("no user {target}")));
+    }
+    let request = command_context(ctx, actor_of(admin), None);
+    let receipt = services
+        .accounts
+        .execute(&request, target, change)
+        .await
+        .map_err(command_error)?;
+    read_your_writes(services, receipt.position).await?;
+    account(services, target)
 }
 
 fn account(services: &super::Services, user_id: UserId) -> Result<User, ApiError> {
