@@ -258,14 +258,8 @@ impl Application {
             Arc::new(move |user| {
                 read_side
                     .accounts()
-                    .by_id(domain::UserId(user))
-                    .map(|account| {
-                        account
-                            .roles
-                            .into_iter()
-                            .map(crate::auth::Role::from)
-                            .collect()
-                    })
+                    .roles(domain::UserId(user))
+                    .map(|roles| roles.into_iter().map(crate::auth::Role::from).collect())
             })
         }));
         let ticket_key = config

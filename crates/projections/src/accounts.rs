@@ -159,4 +159,14 @@ impl Accounts {
     pub fn by_ids(&self, ids: &[UserId]) -> HashMap<UserId, AccountView> {
         self.inner.read(|m| m.by_ids(ids))
     }
+
+    /// An account's roles as they are now (checked on every authenticated request, so it
+    /// copies nothing else).
+    pub fn roles(&self, id: UserId) -> Option<Vec<Role>> {
+        self.inner.read(|m| {
+            m.accounts
+                .get(&id)
+                .map(|a| a.view.roles.iter().copied().collect())
+        })
+    }
 }
