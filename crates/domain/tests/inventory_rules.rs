@@ -1458,6 +1458,164 @@ fn cancelling_the_event_cancels_every_live_hold_and_refunds_every_paid_order() {
         .rejected("FORBIDDEN");
 }
 
+/// An event with more live orders than one step holds is cancelled a step at a time: the
+/// cancellation itself cancels the first step's orders, each `CancelRemainingOrders` the
+/// next, and the last one leaves nothing live; then the command is refused.
+#[test]
+fn a_large_event_is_cancelled_a_step_at_a_time() {
+    let orders = limits::CANCELLATION_STEP_ORDERS as u128 * 2 + 7;
+    let mut events = on_sale(10_000);
+    for n in 0..orders {
+        events.push(held(n, buyer(n), 1, t(60)));
+        if n % 3 == 0 {
+            events.push(confirmed(n, buyer(n), 5000, issued(n, 1, &[])));
+        }
+    }
+    let (cancelling, outcome, mut state) = on(events)
+        .when(cmd(
+            organizer(),
+            "k",
+            t(5),
+            InventoryCommand::CancelEvent {
+                reason: "storm".into(),
+            },
+        ))
+        .accepted();
+    assert_eq!(
+        outcome,
+        InventoryOutcome::EventCancelled {
+            orders_cancelled: limits::CANCELLATION_STEP_ORDERS as u32
+        }
+    );
+    assert!(matches!(cancelling[0], InventoryEvent::EventCancelled(_)));
+    assert!(state.cancellation_pending());
+    assert!(state.has_unpaid_refunds());
+    let mut cancelled = limits::CANCELLATION_STEP_ORDERS;
+    // While the cancellation is under way nothing sells, no ticket is checked in, and a
+    // payment for a hold not cancelled yet is owed back.
+    let last = order(orders - 1);
+    let hold_left = state.order(last).expect("order");
+    assert_eq!(hold_left.status, OrderStatus::Held);
+    let paid = state
+        .decide(&cmd(
+            admin(),
+            "pay",
+            t(6),
+            InventoryCommand::ConfirmPayment {
+                order_id: last,
+                payment: payment(orders - 1, 5000, 1_000_000, 1),
+            },
+        ))
+        .expect("decided");
+    assert!(matches!(
+        paid.outcome,
+        InventoryOutcome::RefundOwed {
+            reason: RefundReason::EventCancelled,
+            ..
+        }
+    ));
+    let paid_ticket = ticket(orders - 1 - (orders - 1) % 3);
+    let door = state.decide(&cmd(
+        door(),
+        "door",
+        t(6),
+        InventoryCommand::CheckIn {
+            ticket_id: paid_ticket,
+        },
+    ));
+    assert_eq!(
+        door.expect_err("refused").code(),
+        "EVENT_CANCELLED",
+        "no ticket of a cancelled event admits anyone"
+    );
+    for step in 0.. {
+        let decided = state.decide(&cmd(
+            Actor::System,
+            &format!("step-{step}"),
+            t(6),
+            InventoryCommand::CancelRemainingOrders,
+        ));
+        let Ok(decided) = decided else {
+            assert_eq!(decided.expect_err("refused").code(), "INVALID_STATE");
+            break;
+        };
+        let InventoryOutcome::EventCancelled { orders_cancelled } = decided.outcome else {
+            panic!("{:?}", decided.outcome)
+        };
+        assert!(orders_cancelled as usize <= limits::CANCELLATION_STEP_ORDERS);
+        cancelled += orders_cancelled as usize;
+        for e in &decided.events {
+            state.evolve(e);
+        }
+        state.check_invariants().expect("invariants hold");
+    }
+    assert_eq!(cancelled as u128, orders);
+    assert!(!state.cancellation_pending());
+    assert_eq!(state.live_hold_count(), 0);
+    assert!(state.tiers().all(|t| t.sold == 0 && t.held == 0));
+    assert_eq!(
+        state
+            .orders()
+            .filter(|o| o.status == OrderStatus::Cancelled)
+            .count() as u128,
+        orders
+    );
+    // Only the platform runs the steps.
+    on(plus(
+        on_sale(10),
+        [
+            held(1, buyer(1), 1, t(60)),
+            InventoryEvent::EventCancelled(EventCancelled {
+                reason: "x".into(),
+                at: t(0),
+            }),
+        ],
+    ))
+    .when(cmd(
+        organizer(),
+        "k",
+        t(5),
+        InventoryCommand::CancelRemainingOrders,
+    ))
+    .rejected("FORBIDDEN");
+    on(on_sale(10))
+        .when(cmd(
+            Actor::System,
+            "k",
+            t(5),
+            InventoryCommand::CancelRemainingOrders,
+        ))
+        .rejected("INVALID_STATE");
+}
+
+/// A step never voids more than its ticket budget, however large the orders are.
+#[test]
+fn a_cancellation_step_is_bounded_by_tickets_too() {
+    let per_order = limits::MAX_TICKETS_PER_ORDER;
+    let orders = u128::from(limits::CANCELLATION_STEP_TICKETS / per_order) + 3;
+    let mut events = on_sale(1_000_000);
+    for n in 0..orders {
+        events.push(held(n, buyer(n), per_order, t(60)));
+    }
+    let (_, outcome, state) = on(events)
+        .when(cmd(
+            organizer(),
+            "k",
+            t(5),
+            InventoryCommand::CancelEvent {
+                reason: "storm".into(),
+            },
+        ))
+        .accepted();
+    assert_eq!(
+        outcome,
+        InventoryOutcome::EventCancelled {
+            orders_cancelled: limits::CANCELLATION_STEP_TICKETS / per_order
+        }
+    );
+    assert!(state.cancellation_pending());
+}
+
 #[test]
 fn a_payment_after_the_event_was_cancelled_is_owed_back() {
     let events = plus(

@@ -74,6 +74,8 @@ enum Op {
     },
     Publish,
     CancelEvent,
+    /// The platform's next step of a cancellation (refused unless one is under way).
+    CancelRemaining,
     Advance {
         minutes: i64,
     },
@@ -102,6 +104,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => prop::option::of(0i64..6).prop_map(|limit| Op::SetLimit { limit }),
         1 => (-30i64..30, -30i64..60).prop_map(|(opens, closes)| Op::Window { opens, closes }),
         1 => Just(Op::Publish),
+        1 => Just(Op::CancelRemaining),
         1 => prop::bool::weighted(0.1).prop_map(|cancel| if cancel { Op::CancelEvent } else { Op::Advance { minutes: 0 } }),
         4 => (0i64..20).prop_map(|minutes| Op::Advance { minutes }),
         4 => any::<u16>().prop_map(|pick| Op::Retry { pick }),
@@ -280,6 +283,7 @@ impl Run {
             Op::CancelEvent => InventoryCommand::CancelEvent {
                 reason: "random".into(),
             },
+            Op::CancelRemaining => InventoryCommand::CancelRemainingOrders,
             Op::Advance { minutes } => {
                 self.now += minutes;
                 return None;
@@ -288,6 +292,7 @@ impl Run {
         };
         let actor = match body {
             InventoryCommand::CheckIn { .. } => door(),
+            InventoryCommand::CancelRemainingOrders => Actor::System,
             InventoryCommand::Purchase { .. } => customer(u128::from(match op {
                 Op::Purchase { user, .. } => *user,
                 _ => 0,

@@ -30,9 +30,14 @@ pub enum InventoryCommand {
     SetPerUserLimit { limit: Option<i64> },
     /// Make the event visible and sellable (within its sales window).
     Publish,
-    /// Cancel the event: every live hold is cancelled, every paid order is cancelled with a
-    /// refund owed, every ticket becomes void.
+    /// Cancel the event: nothing sells any more and no ticket admits anyone; every live
+    /// hold is cancelled, every paid order is cancelled with a refund owed. An event with
+    /// more live orders than one step cancels (see [`super::limits::CANCELLATION_STEP_ORDERS`])
+    /// has the rest cancelled by [`InventoryCommand::CancelRemainingOrders`].
     CancelEvent { reason: String },
+    /// Cancel the next step's worth of the orders still live in a cancelled event (run by
+    /// the platform until none is left).
+    CancelRemainingOrders,
     /// Add a ticket tier.
     AddTier {
         tier_id: TierId,
@@ -117,6 +122,7 @@ impl InventoryCommand {
             Self::SetPerUserLimit { .. } => "SetPerUserLimit",
             Self::Publish => "Publish",
             Self::CancelEvent { .. } => "CancelEvent",
+            Self::CancelRemainingOrders => "CancelRemainingOrders",
             Self::AddTier { .. } => "AddTier",
             Self::RenameTier { .. } => "RenameTier",
             Self::RepriceTier { .. } => "RepriceTier",

@@ -57,6 +57,13 @@ pub mod limits {
     pub const MAX_PAYMENT_REF_LEN: usize = 200;
     /// Longest refund id, in characters.
     pub const MAX_REFUND_ID_LEN: usize = 200;
+    /// Most orders one step of an event's cancellation cancels: the event's cancellation
+    /// and then each `CancelRemainingOrders` write at most this many `OrderCancelled`, so
+    /// that an event of any size is cancelled in appends the store accepts.
+    pub const CANCELLATION_STEP_ORDERS: usize = 500;
+    /// Most tickets one step of an event's cancellation voids (each voided ticket is named
+    /// in its `OrderCancelled`, which bounds the step's size in bytes as well).
+    pub const CANCELLATION_STEP_TICKETS: u32 = 5_000;
 }
 
 use limits::*;
@@ -274,6 +281,7 @@ impl Inventory {
                 })))
             }
             C::CancelEvent { reason } => self.cancel_event(meta, event, reason),
+            C::CancelRemainingOrders => self.cancel_remaining_orders(meta, event),
             C::AddTier {
                 tier_id,
                 name,
@@ -481,6 +489,12 @@ impl Inventory {
                         "only door staff (OPERATOR), the organizer or an admin can check tickets in",
                     ));
                 }
+                if event.status == EventStatus::Cancelled {
+                    // Its orders may not all be cancelled yet: no ticket admits anyone.
+                    return Err(Rejection::EventCancelled {
+                        event: event.id.to_string(),
+                    });
+                }
                 let ticket = self
                     .ticket_pos(ticket_id)
                     .map(|i| &self.tickets[i as usize])
@@ -602,29 +616,70 @@ impl Inventory {
     ) -> Result<Decided, Rejection> {
         self.organizer_may_change(meta, event)?;
         let reason = text("reason", reason, MAX_REASON_LEN)?;
-        let live: Vec<&Order> = self
-            .orders
-            .iter()
-            .filter(|o| matches!(o.status, OrderStatus::Held | OrderStatus::Paid))
-            .collect();
-        let mut events = Vec::with_capacity(live.len() + 2);
-        events.push(InventoryEvent::EventCancelled(EventCancelled {
+        let mut events = vec![InventoryEvent::EventCancelled(EventCancelled {
             reason,
             at: meta.now,
-        }));
-        for order in &live {
-            events.push(InventoryEvent::OrderCancelled(self.cancel_order(
-                order.id,
-                order,
-                RefundReason::EventCancelled,
-                meta.now,
-            )));
-        }
-        let orders_cancelled = u32::try_from(live.len()).unwrap_or(u32::MAX);
+        })];
+        let orders_cancelled = self.cancellation_step(meta.now, &mut events);
         Ok((
             events,
             InventoryOutcome::EventCancelled { orders_cancelled },
         ))
+    }
+
+    /// The next step of a cancelled event's cancellation: up to
+    /// [`CANCELLATION_STEP_ORDERS`] of the orders still live are cancelled.
+    fn cancel_remaining_orders(
+        &self,
+        meta: &CommandMeta,
+        event: &EventInfo,
+    ) -> Result<Decided, Rejection> {
+        system_or_admin(meta, "cancel the orders of a cancelled event")?;
+        if event.status != EventStatus::Cancelled {
+            return Err(Rejection::InvalidState(format!(
+                "event {} is not cancelled",
+                event.id
+            )));
+        }
+        let mut events = Vec::new();
+        let orders_cancelled = self.cancellation_step(meta.now, &mut events);
+        if orders_cancelled == 0 {
+            return Err(Rejection::InvalidState(format!(
+                "every order of event {} is already cancelled",
+                event.id
+            )));
+        }
+        Ok((
+            events,
+            InventoryOutcome::EventCancelled { orders_cancelled },
+        ))
+    }
+
+    /// Cancels the first live orders (held or paid), at most one step's worth; returns how
+    /// many.
+    fn cancellation_step(&self, now: DateTime<Utc>, events: &mut Vec<InventoryEvent>) -> u32 {
+        let mut orders = 0;
+        let mut tickets = 0;
+        for order in self
+            .orders
+            .iter()
+            .filter(|o| matches!(o.status, OrderStatus::Held | OrderStatus::Paid))
+        {
+            if orders == CANCELLATION_STEP_ORDERS
+                || (orders > 0 && tickets + order.quantity() > CANCELLATION_STEP_TICKETS)
+            {
+                break;
+            }
+            events.push(InventoryEvent::OrderCancelled(self.cancel_order(
+                order.id,
+                order,
+                RefundReason::EventCancelled,
+                now,
+            )));
+            orders += 1;
+            tickets += order.quantity();
+        }
+        orders as u32
     }
 
     fn cancel_order(
@@ -959,6 +1014,11 @@ impl Inventory {
             )
         };
         match order.status {
+            // The event's cancellation has not reached this hold yet: it can no longer
+            // be bought.
+            OrderStatus::Held if event.status == EventStatus::Cancelled => {
+                Ok(refund(RefundReason::EventCancelled, Vec::new()))
+            }
             OrderStatus::Held if meta.now >= order.expires_at => {
                 let expired = InventoryEvent::HoldExpired(HoldExpired {
                     order_id,

@@ -532,6 +532,30 @@ impl Inventory {
         self.live_hold_count
     }
 
+    /// Whether the event is cancelled but some of its orders are still live: the platform
+    /// then cancels them with `CancelRemainingOrders`, a step at a time.
+    pub fn cancellation_pending(&self) -> bool {
+        self.status() == Some(EventStatus::Cancelled)
+            && (self.live_hold_count > 0 || self.tiers.iter().any(|t| t.sold > 0))
+    }
+
+    /// Whether some money is owed back and not yet refunded (a cancelled paid order, a
+    /// payment that bought nothing). Walks the refunds owed: for recovery, not each command.
+    pub fn has_unpaid_refunds(&self) -> bool {
+        self.owed_refunds.iter().any(|r| r.refund_id.is_none())
+    }
+
+    /// Whether the order's stream knows this payment: it paid the order, or it is owed back
+    /// (refunded or not). A payment the provider took that its order does not know was
+    /// never confirmed (a crash between the charge and the confirmation).
+    pub fn knows_payment(&self, order: OrderId, payment_ref: &str) -> bool {
+        let Some((pos, o)) = self.order_at(order) else {
+            return false;
+        };
+        let hash = decide::payment_hash(payment_ref);
+        o.payment == Some(hash) || self.owed_refund(pos, hash).is_some()
+    }
+
     /// Tickets a user currently has against the per-user limit: held plus valid.
     pub fn tickets_of_user(&self, user: UserId) -> u32 {
         self.buyer_pos(&user)
@@ -705,11 +729,8 @@ impl Inventory {
         if live != self.live_hold_count {
             return Err("live hold counter disagrees with orders".into());
         }
-        if self.status() == Some(EventStatus::Cancelled)
-            && live + sold.iter().sum::<u32>() as usize > 0
-        {
-            return Err("a cancelled event still has live holds or paid orders".into());
-        }
+        // A cancelled event may still have live orders: its cancellation cancels them a
+        // step at a time (see `cancellation_pending`), and nothing sells meanwhile.
         Ok(())
     }
 

@@ -16,7 +16,7 @@ pub enum InventoryOutcome {
     EventCreated { event_id: EventId },
     /// An organizer command (details, window, limit, publish, tiers, seats) took effect.
     Accepted,
-    /// The event was cancelled, cancelling this many orders.
+    /// The event was cancelled (or its cancellation went on), cancelling this many orders.
     EventCancelled { orders_cancelled: u32 },
     /// Tickets are held until `expires_at`; `total` is what paying costs.
     Held {
