@@ -60,8 +60,8 @@ pub mod webhook;
 pub use delivery::{ChannelSink, DeliveryError, HttpSink, WebhookDelivery, WebhookSink};
 pub use journal::LedgerError;
 pub use port::{
-    ChargeOutcome, ChargeRequest, DeclineReason, PaymentError, PaymentPort, RefundOutcome,
-    RefundReason, RefundRequest, charge_within,
+    ChargeOutcome, ChargeRequest, DeclineReason, ListedCharge, ListedChargeStatus, PaymentError,
+    PaymentPort, RefundOutcome, RefundReason, RefundRequest, charge_within,
 };
 pub use simulator::{
     ChargeRecord, ChargeStatus, Ledger, RefundRecord, SimulatedProvider, SimulatorConfig,

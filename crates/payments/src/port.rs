@@ -224,6 +224,34 @@ impl PaymentError {
     }
 }
 
+/// A charge as the provider's books list it, for reconciling them with the orders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedCharge {
+    /// Where the listing goes on after this charge (pass it as `after`).
+    pub cursor: String,
+    /// The provider's id of the charge.
+    pub charge_id: String,
+    /// The order it was taken for.
+    pub order_id: Uuid,
+    /// Amount in minor units.
+    pub amount_minor: u64,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// Where it stands.
+    pub status: ListedChargeStatus,
+}
+
+/// Where a listed charge stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListedChargeStatus {
+    /// Not settled yet: a webhook will say.
+    Pending,
+    /// The money was taken.
+    Succeeded,
+    /// Refused; no money moved.
+    Declined,
+}
+
 /// A payment provider, real or simulated.
 ///
 /// Both calls are idempotent: charging an order again returns the first outcome and never
@@ -236,6 +264,15 @@ pub trait PaymentPort: Send + Sync {
 
     /// Gives back the whole amount of a successful charge.
     async fn refund(&self, request: RefundRequest) -> Result<RefundOutcome, PaymentError>;
+
+    /// The charges made after the one `after` names (`None`: from the first), oldest first,
+    /// at most `limit` of them: what reconciliation checks against the orders, so that money
+    /// taken for an order that was never confirmed is found and given back.
+    async fn list_charges(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ListedCharge>, PaymentError>;
 }
 
 /// Charges through `port`, giving up after `timeout` with [`PaymentError::TimedOut`].

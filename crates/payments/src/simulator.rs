@@ -14,8 +14,8 @@ use uuid::Uuid;
 use crate::delivery::{WebhookDelivery, WebhookSink};
 use crate::journal::{Answer, Inserted, Journal, LedgerError, StoredCharge};
 use crate::port::{
-    ChargeOutcome, ChargeRequest, DeclineReason, PaymentError, PaymentPort, RefundOutcome,
-    RefundReason, RefundRequest,
+    ChargeOutcome, ChargeRequest, DeclineReason, ListedCharge, ListedChargeStatus, PaymentError,
+    PaymentPort, RefundOutcome, RefundReason, RefundRequest,
 };
 use crate::webhook::{WebhookEvent, WebhookEventType};
 
@@ -421,6 +421,44 @@ impl PaymentPort for SimulatedProvider {
             .get_or_try_init(|| Inner::execute(&self.inner, request, behaviour))
             .await?;
         Ok(outcome.clone())
+    }
+
+    async fn list_charges(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ListedCharge>, PaymentError> {
+        // The cursor is a position in the books, which only ever grow at their end.
+        let start = match after {
+            None => 0,
+            Some(cursor) => {
+                cursor
+                    .parse::<usize>()
+                    .map_err(|_| PaymentError::invalid("after", "not a cursor of this listing"))?
+                    + 1
+            }
+        };
+        let books = self.inner.books.lock();
+        Ok(books
+            .ledger
+            .charges
+            .iter()
+            .enumerate()
+            .skip(start)
+            .take(limit)
+            .map(|(at, c)| ListedCharge {
+                cursor: at.to_string(),
+                charge_id: c.charge_id.clone(),
+                order_id: c.order_id,
+                amount_minor: c.amount_minor,
+                currency: c.currency.clone(),
+                status: match c.status {
+                    ChargeStatus::Pending => ListedChargeStatus::Pending,
+                    ChargeStatus::Succeeded => ListedChargeStatus::Succeeded,
+                    ChargeStatus::Declined(_) => ListedChargeStatus::Declined,
+                },
+            })
+            .collect())
     }
 
     async fn refund(&self, request: RefundRequest) -> Result<RefundOutcome, PaymentError> {
