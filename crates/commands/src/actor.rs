@@ -149,6 +149,24 @@ pub enum InventoryMsg {
     Crash,
 }
 
+/// What inventory actors tell the rest of the command side, besides their answers.
+#[derive(Clone, Debug, Default)]
+pub struct ActorNotices {
+    /// Told the event's id whenever money it owes back became durable (a cancelled paid
+    /// order, a payment that bought nothing), and when an actor recovers a state that still
+    /// owes some: whoever pays refunds listens here.
+    pub refunds_owed: Option<mpsc::UnboundedSender<EventId>>,
+}
+
+impl ActorNotices {
+    fn refunds_owed(&self, event_id: EventId) {
+        if let Some(tx) = &self.refunds_owed {
+            // Nobody listening (shutting down): the next start finds the refunds again.
+            let _ = tx.send(event_id);
+        }
+    }
+}
+
 /// The arguments an inventory actor is spawned with.
 pub struct InventoryArgs {
     /// The event whose inventory this actor serialises.
@@ -159,6 +177,8 @@ pub struct InventoryArgs {
     pub clock: Arc<dyn Clock>,
     /// Tuning.
     pub config: Arc<ActorConfig>,
+    /// Where the actor's notices go.
+    pub notices: ActorNotices,
     /// Whether an empty stream is acceptable (the first command creates the event); when
     /// not, starting on an empty stream fails with [`StartupError::NotFound`].
     pub allow_new: bool,
@@ -200,6 +220,8 @@ struct Entry {
     decided: Result<InventoryOutcome, Rejection>,
     /// The decision was accepted without events (answered from the idempotency record).
     replayed: bool,
+    /// Its events owe money back: the refunds are paid once they are durable.
+    owes_refunds: bool,
     /// Index of its first event in the batch.
     start: usize,
     /// How many events it wrote.
@@ -217,6 +239,8 @@ struct Batch {
     entries: Vec<Entry>,
     /// Its number once sent to the store (see [`InventoryMsg::AppendDone`]).
     seq: u64,
+    /// Some of its events owe money back (see [`ActorNotices::refunds_owed`]).
+    owes_refunds: bool,
 }
 
 /// The state of an inventory actor.
@@ -231,6 +255,8 @@ pub struct InventoryState {
     clock: Arc<dyn Clock>,
     /// Tuning.
     config: Arc<ActorConfig>,
+    /// Where notices go.
+    notices: ActorNotices,
     /// Durable state plus every decided, not yet durable event.
     inventory: Inventory,
     /// Version of the last durable event.
@@ -304,6 +330,7 @@ impl Actor for InventoryActor {
             store: args.store,
             clock: args.clock,
             config: args.config,
+            notices: args.notices,
             inventory: Inventory::default(),
             version: None,
             tail: None,
@@ -333,7 +360,9 @@ impl Actor for InventoryActor {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        // Holds recorded before a restart: those already past expire at once.
+        // Holds recorded before a restart: those already past expire at once; a
+        // cancellation interrupted by the restart goes on.
+        state.continue_cancellation(&myself);
         state.arm_timer(&myself);
         Ok(())
     }
@@ -357,15 +386,7 @@ impl Actor for InventoryActor {
             InventoryMsg::Execute { cmd, reply } => {
                 state.last_active = Instant::now();
                 state.compacted = false;
-                let entry = Entry {
-                    cmd,
-                    reply: Some(reply),
-                    attempts: 0,
-                    decided: Ok(InventoryOutcome::Accepted),
-                    replayed: false,
-                    start: 0,
-                    count: 0,
-                };
+                let entry = Entry::new(cmd, Some(reply));
                 if state.reloading {
                     state.parked.push(entry);
                 } else {
@@ -406,6 +427,7 @@ impl Actor for InventoryActor {
             }
             InventoryMsg::Crash => return Err("crash requested".into()),
         }
+        state.continue_cancellation(&myself);
         state.arm_timer(&myself);
         if !state.inventory.exists() && state.is_quiet() {
             // Started for a create that was refused: leave nothing behind.
@@ -415,10 +437,45 @@ impl Actor for InventoryActor {
     }
 }
 
+impl Entry {
+    /// A command not decided yet.
+    fn new(cmd: Arc<Command<InventoryCommand>>, reply: Option<RpcReplyPort<CommandReply>>) -> Self {
+        Self {
+            cmd,
+            reply,
+            attempts: 0,
+            decided: Ok(InventoryOutcome::Accepted),
+            replayed: false,
+            owes_refunds: false,
+            start: 0,
+            count: 0,
+        }
+    }
+
+    /// A command the platform gives the actor (nobody waits for its answer).
+    fn system(body: InventoryCommand, key: &str, now: DateTime<Utc>) -> Option<Self> {
+        let idempotency_key = IdempotencyKey::parse(key).ok()?;
+        let cmd = Command::new(
+            CommandMeta {
+                idempotency_key,
+                actor: DomainActor::System,
+                now,
+                correlation_id: codec::new_event_id(),
+            },
+            body,
+        );
+        Some(Self::new(Arc::new(cmd), None))
+    }
+}
+
 impl InventoryState {
     /// Replaces the state with one folded from the store.
     fn install(&mut self, recovered: Recovered) {
         self.inventory = recovered.inventory;
+        if self.inventory.has_unpaid_refunds() {
+            // Owed before a restart (or a reload): paid by whoever listens.
+            self.notices.refunds_owed(self.event_id);
+        }
         // Folding grew every vector and index by doubling: keep only what the state needs.
         self.inventory.shrink_to_fit();
         self.version = recovered.version;
@@ -489,6 +546,7 @@ impl InventoryState {
             self.inventory.evolve(event);
             self.track_expiry(event);
         }
+        entry.owes_refunds = decision.events.iter().any(owes_refund);
         entry.decided = Ok(decision.outcome);
         self.enqueue(entry, encoded, bytes);
     }
@@ -514,6 +572,7 @@ impl InventoryState {
         };
         entry.start = batch.events.len();
         entry.count = events.len();
+        batch.owes_refunds |= entry.owes_refunds;
         batch.events.extend(events);
         batch.bytes += bytes;
         batch.entries.push(entry);
@@ -646,6 +705,9 @@ impl InventoryState {
                 // The next batch goes to the store before hundreds of answers wake their
                 // callers: the store's writer should not wait for them.
                 self.submit(myself);
+                if batch.owes_refunds {
+                    self.notices.refunds_owed(self.event_id);
+                }
                 for entry in batch.entries {
                     if entry.count > 0 {
                         position = appended
@@ -737,27 +799,11 @@ impl InventoryState {
             .collect();
         for (_, order_id) in due {
             let key = format!("expire-{order_id}");
-            let Ok(idempotency_key) = IdempotencyKey::parse(&key) else {
+            let Some(entry) = Entry::system(InventoryCommand::ExpireHold { order_id }, &key, now)
+            else {
                 continue;
             };
-            let cmd = Arc::new(Command::new(
-                CommandMeta {
-                    idempotency_key,
-                    actor: DomainActor::System,
-                    now,
-                    correlation_id: codec::new_event_id(),
-                },
-                InventoryCommand::ExpireHold { order_id },
-            ));
-            self.decide(Entry {
-                cmd,
-                reply: None,
-                attempts: 0,
-                decided: Ok(InventoryOutcome::Accepted),
-                replayed: false,
-                start: 0,
-                count: 0,
-            });
+            self.decide(entry);
             // A hold the domain would not expire yet (clock skew) is retried on the next
             // tick rather than spinning now.
             if let Some(at) = self.live_holds.get(&order_id).copied() {
@@ -766,6 +812,21 @@ impl InventoryState {
                 self.expiries.insert((retry.max(at), order_id));
                 self.live_holds.insert(order_id, retry.max(at));
             }
+        }
+    }
+
+    /// Decides the next step of a cancellation under way (see
+    /// [`Inventory::cancellation_pending`]) once the steps before have gone to the store: one
+    /// step per turn keeps the pipeline, not memory, the measure of a cancellation's pace.
+    fn continue_cancellation(&mut self, myself: &ActorRef<InventoryMsg>) {
+        if self.reloading || !self.queued.is_empty() || !self.inventory.cancellation_pending() {
+            return;
+        }
+        let now = self.clock.now();
+        let key = format!("cancel-step-{}", codec::new_event_id());
+        if let Some(entry) = Entry::system(InventoryCommand::CancelRemainingOrders, &key, now) {
+            self.decide(entry);
+            self.submit(myself);
         }
     }
 
@@ -786,6 +847,15 @@ impl InventoryState {
             .unwrap_or(Duration::ZERO);
         self.timer_at = Some(earliest);
         myself.send_after(wait, || InventoryMsg::ExpireDue);
+    }
+}
+
+/// Whether an event owes money back.
+fn owes_refund(event: &InventoryEvent) -> bool {
+    match event {
+        InventoryEvent::OrderCancelled(e) => e.refund.is_some_and(|m| m.amount_minor > 0),
+        InventoryEvent::PaymentRefundOwed(_) => true,
+        _ => false,
     }
 }
 

@@ -22,7 +22,9 @@ use ractor::{
 };
 use store::EventStore;
 
-use crate::actor::{ActorConfig, InventoryActor, InventoryArgs, InventoryMsg, StartupError};
+use crate::actor::{
+    ActorConfig, ActorNotices, InventoryActor, InventoryArgs, InventoryMsg, StartupError,
+};
 use crate::clock::Clock;
 use crate::error::CommandError;
 
@@ -37,6 +39,8 @@ struct Shared {
     clock: Arc<dyn Clock>,
     /// The actors' tuning.
     config: Arc<ActorConfig>,
+    /// Where the actors' notices go.
+    notices: ActorNotices,
     /// Running actors, for lookups that take no async lock.
     running: Mutex<HashMap<EventId, ActorRef<InventoryMsg>>>,
     /// One slot per event being looked up or running; spawning happens under its lock.
@@ -57,16 +61,19 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Starts the supervisor; actors are spawned on first use.
+    /// Starts the supervisor; actors are spawned on first use, and send their notices to
+    /// `notices`.
     pub async fn start(
         store: Arc<dyn EventStore>,
         clock: Arc<dyn Clock>,
         config: ActorConfig,
+        notices: ActorNotices,
     ) -> Result<Self, CommandError> {
         let shared = Arc::new(Shared {
             store,
             clock,
             config: Arc::new(config),
+            notices,
             running: Mutex::new(HashMap::new()),
             slots: Mutex::new(HashMap::new()),
             events_by_actor: Mutex::new(HashMap::new()),
@@ -179,6 +186,7 @@ async fn find_or_spawn(
             store: shared.store.clone(),
             clock: shared.clock.clone(),
             config: shared.config.clone(),
+            notices: shared.notices.clone(),
             allow_new,
         };
         match Actor::spawn_linked(None, InventoryActor, args, supervisor.clone()).await {

@@ -13,16 +13,17 @@ use domain::inventory::{
     OrderView, PaymentInput, RefundReason, Selection, TicketSeed,
 };
 use domain::{EventId, IdempotencyKey, OrderId, Rejection, TicketId, TierId};
+use futures::StreamExt as _;
 use parking_lot::Mutex;
 use payments::{
     ChargeOutcome, ChargeRequest, DeclineReason, PaymentError, PaymentPort, RefundRequest,
     WebhookEvent, WebhookEventType, charge_within,
 };
 use store::{EventStore, Position};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::actor::{ActorConfig, Answered, CommandReply, InventoryMsg, stream_name};
+use crate::actor::{ActorConfig, ActorNotices, Answered, CommandReply, InventoryMsg, stream_name};
 use crate::clock::Clock;
 use crate::codec;
 use crate::error::{CommandError, Receipt};
@@ -140,7 +141,7 @@ struct Inner {
     /// Tuning.
     config: CommandConfig,
     /// Orders with a charge that may still report by webhook -> their event.
-    payment_routes: Mutex<HashMap<OrderId, EventId>>,
+    payment_routes: PaymentRoutes,
     /// Fallback routing for webhooks of charges this process did not start.
     locator: Mutex<Option<Arc<dyn OrderLocator>>>,
 }
@@ -153,18 +154,62 @@ impl CommandService {
         payments: Arc<dyn PaymentPort>,
         config: CommandConfig,
     ) -> Result<Self, CommandError> {
-        let registry = Registry::start(store.clone(), clock.clone(), config.actor.clone()).await?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                registry,
-                store,
-                clock,
-                payments,
-                config,
-                payment_routes: Mutex::new(HashMap::new()),
-                locator: Mutex::new(None),
-            }),
-        })
+        let (refunds_tx, refunds_rx) = mpsc::unbounded_channel();
+        let notices = ActorNotices {
+            refunds_owed: Some(refunds_tx),
+        };
+        let registry =
+            Registry::start(store.clone(), clock.clone(), config.actor.clone(), notices).await?;
+        let inner = Arc::new(Inner {
+            registry,
+            store,
+            clock,
+            payments,
+            config,
+            payment_routes: PaymentRoutes::default(),
+            locator: Mutex::new(None),
+        });
+        tokio::spawn(refund_worker(Arc::downgrade(&inner), refunds_rx));
+        Ok(Self { inner })
+    }
+
+    /// Reconciles the payment provider's books with the orders in the background (see
+    /// [`CommandService::reconcile_payments`]): a first pass at once settles every charge
+    /// left unconfirmed before this start, then a pass every `interval` settles those seen
+    /// unconfirmed at the pass before. Ends when the command side is dropped.
+    pub fn spawn_reconciliation(&self, interval: Duration) {
+        let inner = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut after: Option<String> = None;
+            let mut seen: Option<std::collections::HashSet<String>> = None;
+            loop {
+                let Some(inner) = inner.upgrade() else {
+                    return;
+                };
+                let service = CommandService { inner };
+                match service
+                    .reconcile_payments(after.clone(), seen.as_ref())
+                    .await
+                {
+                    Ok(pass) => {
+                        if pass.confirmed + pass.refunded > 0 {
+                            tracing::warn!(
+                                confirmed = pass.confirmed,
+                                refunded = pass.refunded,
+                                "reconciliation settled charges that were never confirmed"
+                            );
+                        }
+                        after = pass.resume_after;
+                        seen = Some(pass.unconfirmed.into_iter().collect());
+                    }
+                    Err(error) => {
+                        tracing::warn!(code = error.code(), %error, "payment reconciliation failed; retried at the next pass");
+                    }
+                }
+                drop(service);
+                tokio::time::sleep(interval).await;
+            }
+        });
     }
 
     /// Sets the fallback that routes webhooks of unknown orders.
@@ -194,7 +239,7 @@ impl CommandService {
         ctx: &RequestContext,
         details: DetailsInput,
     ) -> Result<Receipt<InventoryOutcome>, CommandError> {
-        let event_id = EventId(self.derive_id("event", ctx));
+        let event_id = EventId(derive_id("event", None, ctx));
         self.execute(
             ctx,
             event_id,
@@ -225,21 +270,24 @@ impl CommandService {
         selection: Selection,
     ) -> Result<Receipt<InventoryOutcome>, CommandError> {
         Ok(self
-            .place_hold(ctx, event_id, tier_id, selection)
+            .place_hold(ctx, HoldKind::Hold, event_id, tier_id, selection)
             .await?
             .receipt)
     }
 
-    /// [`CommandService::hold`], saying whether the hold was placed now or recalled.
+    /// [`CommandService::hold`], saying whether the hold was placed now or recalled. The
+    /// order's id is derived from the request (its kind, event, caller and key), so a
+    /// retry finds the same order and no two requests ever share one.
     async fn place_hold(
         &self,
         ctx: &RequestContext,
+        kind: HoldKind,
         event_id: EventId,
         tier_id: TierId,
         selection: Selection,
     ) -> Result<Answered, CommandError> {
         let meta = self.meta(ctx, &ctx.actor)?;
-        let order_id = OrderId(self.derive_id("order", ctx));
+        let order_id = OrderId(derive_id(kind.id_purpose(), Some(event_id), ctx));
         let req = HoldRequest {
             order_id,
             tier_id,
@@ -290,7 +338,9 @@ impl CommandService {
             Selection::Quantity { quantity } => u32::try_from(*quantity).unwrap_or(0),
             Selection::Seats { seats } => u32::try_from(seats.len()).unwrap_or(0),
         };
-        let held = self.place_hold(ctx, event_id, tier_id, selection).await?;
+        let held = self
+            .place_hold(ctx, HoldKind::Purchase, event_id, tier_id, selection)
+            .await?;
         let InventoryOutcome::Held {
             order_id,
             expires_at,
@@ -410,6 +460,7 @@ impl CommandService {
                     &reference,
                     0,
                     order.total.currency.as_str(),
+                    ctx.correlation_id,
                 )
                 .await;
         }
@@ -420,7 +471,7 @@ impl CommandService {
             token,
         );
         // Any charge may report later by webhook: keep its route until it settles.
-        self.inner.payment_routes.lock().insert(order_id, event_id);
+        self.inner.payment_routes.remember(order_id, event_id);
         let charged = charge_within(
             self.inner.payments.as_ref(),
             request,
@@ -429,18 +480,19 @@ impl CommandService {
         .await;
         match charged {
             Ok(ChargeOutcome::Succeeded { charge_id }) => {
-                self.inner.payment_routes.lock().remove(&order_id);
+                self.inner.payment_routes.forget(order_id);
                 self.confirm(
                     event_id,
                     &order,
                     &charge_id,
                     order.total.amount_minor,
                     order.total.currency.as_str(),
+                    ctx.correlation_id,
                 )
                 .await
             }
             Ok(ChargeOutcome::Declined { reason }) => {
-                self.inner.payment_routes.lock().remove(&order_id);
+                self.inner.payment_routes.forget(order_id);
                 let position = self.release_after_payment(ctx, event_id, &order).await?;
                 Ok(Receipt {
                     outcome: PayOutcome::Declined { order_id, reason },
@@ -462,7 +514,7 @@ impl CommandService {
                 })
             }
             Err(e) => {
-                self.inner.payment_routes.lock().remove(&order_id);
+                self.inner.payment_routes.forget(order_id);
                 Err(CommandError::Payment(e))
             }
         }
@@ -487,7 +539,7 @@ impl CommandService {
                 });
             }
         };
-        let routed = self.inner.payment_routes.lock().get(&order_id).copied();
+        let routed = self.inner.payment_routes.get(order_id);
         let event_id = match routed {
             Some(e) => e,
             None => {
@@ -503,6 +555,7 @@ impl CommandService {
             .read(event_id, move |inv| inv.order(order_id))
             .await?
             .ok_or_else(|| Rejection::not_found("order", order_id))?;
+        let correlation_id = codec::new_event_id();
         let receipt = if succeeded {
             self.confirm(
                 event_id,
@@ -510,6 +563,7 @@ impl CommandService {
                 &webhook.charge_id,
                 webhook.amount,
                 &webhook.currency,
+                correlation_id,
             )
             .await?
         } else {
@@ -517,7 +571,7 @@ impl CommandService {
             let ctx = RequestContext {
                 actor: owner,
                 idempotency_key: derived_key("webhook-release", &webhook.id),
-                correlation_id: codec::new_event_id(),
+                correlation_id,
             };
             let position = self.release_after_payment(&ctx, event_id, &order).await?;
             Receipt {
@@ -530,7 +584,8 @@ impl CommandService {
                 position,
             }
         };
-        // The route stays: the provider may deliver the same webhook again.
+        // The route stays (until it is an hour old): the provider may deliver the same
+        // webhook again.
         Ok(receipt)
     }
 
@@ -565,68 +620,223 @@ impl CommandService {
         Ok(receipt)
     }
 
-    /// Cancels an event: every order is cancelled, and every paid one is refunded through
-    /// the provider (refunds are idempotent per charge, so a retry refunds nothing twice).
+    /// Cancels an event: nothing sells any more and no ticket admits anyone. Its orders are
+    /// cancelled by the event's actor a step at a time (the first step with this command;
+    /// an event of any size is cancelled), and every paid one is refunded through the
+    /// provider by the refund sweep ([`CommandService::pay_refunds_owed`]) once its
+    /// cancellation is durable, retried until the provider has paid it back.
     pub async fn cancel_event(
         &self,
         ctx: &RequestContext,
         event_id: EventId,
         reason: String,
     ) -> Result<Receipt<InventoryOutcome>, CommandError> {
-        let mut receipt = self
-            .execute(ctx, event_id, InventoryCommand::CancelEvent { reason })
-            .await?;
-        for (order_id, charge_id) in self.refunds_owed_by_cancellation(event_id).await? {
-            let refunded = self
-                .refund_and_record(
-                    event_id,
-                    order_id,
-                    &charge_id,
-                    payments::RefundReason::EventCancelled,
-                    ctx.correlation_id,
-                )
-                .await?;
-            receipt.position = receipt.position.max(refunded.position);
-        }
-        Ok(receipt)
+        self.execute(ctx, event_id, InventoryCommand::CancelEvent { reason })
+            .await
     }
 
-    /// Paid orders the event's cancellation owes money back, with the charge that paid.
-    async fn refunds_owed_by_cancellation(
-        &self,
-        event_id: EventId,
-    ) -> Result<Vec<(OrderId, String)>, CommandError> {
+    /// Pays back every refund the event owes that the provider has not paid yet (cancelled
+    /// paid orders, payments that bought nothing), from its durable stream, and records
+    /// each in the stream. Safe to run at any time and any number of times: the provider
+    /// refunds a charge once and the record is idempotent. Runs in the background after
+    /// every change that owes money and after a restart; also callable by operators.
+    pub async fn pay_refunds_owed(&self, event_id: EventId) -> Result<RefundSweep, CommandError> {
+        let owed = self.refunds_owed(event_id).await?;
+        let correlation_id = codec::new_event_id();
+        let results: Vec<Result<RecordedRefund, CommandError>> = futures::stream::iter(owed)
+            .map(|owed| async move {
+                self.refund_and_record(
+                    event_id,
+                    owed.order_id,
+                    &owed.payment_ref,
+                    refund_reason(owed.reason),
+                    correlation_id,
+                )
+                .await
+            })
+            .buffer_unordered(REFUND_CONCURRENCY)
+            .collect()
+            .await;
+        let mut sweep = RefundSweep::default();
+        for result in results {
+            match result {
+                Ok(_) => sweep.refunded += 1,
+                Err(error) => {
+                    tracing::warn!(event = %event_id, code = error.code(), %error, "a refund owed could not be paid; it is retried");
+                    sweep.failed += 1;
+                }
+            }
+        }
+        metrics::counter!("payments_refunds_swept_total", "result" => "refunded")
+            .increment(sweep.refunded as u64);
+        metrics::counter!("payments_refunds_swept_total", "result" => "failed")
+            .increment(sweep.failed as u64);
+        Ok(sweep)
+    }
+
+    /// The refunds the event's durable stream owes and has not recorded as paid, with the
+    /// payment each one gives back.
+    async fn refunds_owed(&self, event_id: EventId) -> Result<Vec<OwedRefund>, CommandError> {
         use domain::inventory::InventoryEvent as E;
         let stream = stream_name(event_id)?;
         let mut paid_by: HashMap<OrderId, String> = HashMap::new();
-        let mut owed = Vec::new();
+        let mut owed: Vec<OwedRefund> = Vec::new();
+        let mut refunded: std::collections::HashSet<(OrderId, String)> = Default::default();
         let mut from = 0;
         loop {
             let page = self.inner.store.read_stream(&stream, from, 4096).await?;
             for recorded in &page {
-                match recorded.event_type.as_str() {
-                    "OrderConfirmed" | "OrderCancelled" => match codec::decode(recorded)? {
-                        E::OrderConfirmed(c) => {
-                            paid_by.insert(c.order_id, c.payment_ref);
+                if !matches!(
+                    recorded.event_type.as_str(),
+                    "OrderConfirmed" | "OrderCancelled" | "PaymentRefundOwed" | "RefundIssued"
+                ) {
+                    continue;
+                }
+                match codec::decode(recorded)? {
+                    E::OrderConfirmed(c) => {
+                        paid_by.insert(c.order_id, c.payment_ref);
+                    }
+                    E::OrderCancelled(c) if c.refund.is_some_and(|r| r.amount_minor > 0) => {
+                        if let Some(payment_ref) = paid_by.get(&c.order_id) {
+                            owed.push(OwedRefund {
+                                order_id: c.order_id,
+                                payment_ref: payment_ref.clone(),
+                                reason: c.reason,
+                            });
                         }
-                        E::OrderCancelled(c)
-                            if c.refund.is_some_and(|r| r.amount_minor > 0)
-                                && c.reason == RefundReason::EventCancelled =>
-                        {
-                            if let Some(charge) = paid_by.get(&c.order_id) {
-                                owed.push((c.order_id, charge.clone()));
-                            }
-                        }
-                        _ => {}
-                    },
+                    }
+                    E::PaymentRefundOwed(p) if p.amount.amount_minor > 0 => owed.push(OwedRefund {
+                        order_id: p.order_id,
+                        payment_ref: p.payment_ref,
+                        reason: p.reason,
+                    }),
+                    E::RefundIssued(r) => {
+                        refunded.insert((r.order_id, r.payment_ref));
+                    }
                     _ => {}
                 }
             }
             match page.last() {
                 Some(last) if page.len() == 4096 => from = last.version + 1,
-                _ => return Ok(owed),
+                _ => break,
             }
         }
+        let mut seen = std::collections::HashSet::new();
+        owed.retain(|o| {
+            let key = (o.order_id, o.payment_ref.clone());
+            !refunded.contains(&key) && seen.insert(key)
+        });
+        Ok(owed)
+    }
+
+    /// Checks the payment provider's charges listed after `after` against the orders they
+    /// were taken for, and settles every successful charge its order does not know (the
+    /// process stopped between the charge and its confirmation): it confirms the order if
+    /// its hold is still live, and is otherwise owed back and refunded. Charges seen
+    /// unsettled at an earlier pass are taken only from `acting_on` (every charge when
+    /// `None`), so that a payment still being confirmed by a request is left to it.
+    /// Returns where the next pass goes on, and what it found.
+    pub async fn reconcile_payments(
+        &self,
+        after: Option<String>,
+        acting_on: Option<&std::collections::HashSet<String>>,
+    ) -> Result<Reconciliation, CommandError> {
+        let mut pass = Reconciliation {
+            resume_after: after.clone(),
+            ..Reconciliation::default()
+        };
+        let mut cursor = after;
+        let mut settled_prefix = true;
+        loop {
+            let page = self
+                .inner
+                .payments
+                .list_charges(cursor.as_deref(), 500)
+                .await
+                .map_err(CommandError::Payment)?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            cursor = Some(last.cursor.clone());
+            let full = page.len() == 500;
+            for charge in page {
+                pass.checked += 1;
+                let unsettled = match charge.status {
+                    payments::ListedChargeStatus::Pending => true,
+                    payments::ListedChargeStatus::Declined => false,
+                    payments::ListedChargeStatus::Succeeded => {
+                        self.reconcile_charge(&charge, acting_on, &mut pass).await?
+                    }
+                };
+                if unsettled {
+                    settled_prefix = false;
+                } else if settled_prefix {
+                    pass.resume_after = Some(charge.cursor.clone());
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(pass)
+    }
+
+    /// Settles one successful charge if its order does not know it; returns whether it is
+    /// left for a later pass.
+    async fn reconcile_charge(
+        &self,
+        charge: &payments::ListedCharge,
+        acting_on: Option<&std::collections::HashSet<String>>,
+        pass: &mut Reconciliation,
+    ) -> Result<bool, CommandError> {
+        let order_id = OrderId(charge.order_id);
+        let locator = self.inner.locator.lock().clone();
+        let event_id = match self.inner.payment_routes.get(order_id) {
+            Some(event) => Some(event),
+            None => match locator {
+                Some(l) => l.event_of_order(order_id).await,
+                None => None,
+            },
+        };
+        let Some(event_id) = event_id else {
+            // An order nobody knows (yet): looked at again next time.
+            pass.unknown_orders += 1;
+            return Ok(true);
+        };
+        let charge_id = charge.charge_id.clone();
+        let (known, order) = self
+            .read(event_id, move |inv| {
+                (inv.knows_payment(order_id, &charge_id), inv.order(order_id))
+            })
+            .await?;
+        if known {
+            return Ok(false);
+        }
+        if acting_on.is_some_and(|seen| !seen.contains(&charge.charge_id)) {
+            pass.unconfirmed.push(charge.charge_id.clone());
+            return Ok(true);
+        }
+        let Some(order) = order else {
+            pass.unknown_orders += 1;
+            return Ok(true);
+        };
+        tracing::warn!(event = %event_id, order = %order_id, charge = %charge.charge_id, "a charge was never confirmed; settling it now");
+        let settled = self
+            .confirm(
+                event_id,
+                &order,
+                &charge.charge_id,
+                charge.amount_minor,
+                &charge.currency,
+                codec::new_event_id(),
+            )
+            .await?;
+        match settled.outcome {
+            PayOutcome::Confirmed { .. } => pass.confirmed += 1,
+            _ => pass.refunded += 1,
+        }
+        metrics::counter!("payments_reconciled_total").increment(1);
+        Ok(false)
     }
 
     /// Expires the due holds of an event now (the actor's own timer does this on time;
@@ -705,6 +915,7 @@ impl CommandService {
         charge_id: &str,
         amount_minor: u64,
         currency: &str,
+        correlation_id: Uuid,
     ) -> Result<Receipt<PayOutcome>, CommandError> {
         let tickets = (0..order.quantity).map(|_| new_ticket_seed()).collect();
         let payment = PaymentInput {
@@ -714,8 +925,8 @@ impl CommandService {
             tickets,
         };
         // A fresh key per attempt: a repeat of the same payment is recognised by its
-        // reference (the order is already paid by it) and writes nothing.
-        let correlation_id = codec::new_event_id();
+        // reference (the order is already paid by it) and writes nothing. The correlation
+        // id is the request's that paid, so the tickets can be traced to it.
         let meta = CommandMeta {
             idempotency_key: IdempotencyKey::parse(&format!("confirm-{}", codec::new_event_id()))?,
             actor: Actor::System,
@@ -907,17 +1118,6 @@ impl CommandService {
         })
     }
 
-    /// An id that is the same for every retry of one request.
-    fn derive_id(&self, what: &str, ctx: &RequestContext) -> Uuid {
-        let who = match &ctx.actor {
-            Actor::User { id, .. } => id.to_string(),
-            Actor::System => "system".into(),
-            Actor::Anonymous => "anonymous".into(),
-        };
-        let name = format!("{what}:{who}:{}", ctx.idempotency_key);
-        Uuid::new_v5(&COMMANDS_NAMESPACE, name.as_bytes())
-    }
-
     /// Sends a command to its event's actor and waits for the durable answer. If the actor
     /// stops before answering, the command goes to a fresh actor (same idempotency key).
     async fn send(
@@ -967,6 +1167,143 @@ impl CommandService {
     }
 }
 
+/// How many refunds one sweep pays at once.
+const REFUND_CONCURRENCY: usize = 16;
+
+/// What a refund sweep did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RefundSweep {
+    /// Refunds paid and recorded (or found already paid and recorded now).
+    pub refunded: usize,
+    /// Refunds still owed because the provider or the store failed: retried later.
+    pub failed: usize,
+}
+
+/// What a reconciliation pass found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reconciliation {
+    /// Charges looked at.
+    pub checked: usize,
+    /// Unconfirmed charges that confirmed their order (its hold was still live).
+    pub confirmed: usize,
+    /// Unconfirmed charges owed back and refunded (their hold was gone).
+    pub refunded: usize,
+    /// Successful charges of orders this process cannot find (yet).
+    pub unknown_orders: usize,
+    /// Successful charges their order does not know, left to a later pass.
+    pub unconfirmed: Vec<String>,
+    /// Where the next pass goes on: every charge up to here is settled and checked.
+    pub resume_after: Option<String>,
+}
+
+/// A refund owed by an event's stream.
+struct OwedRefund {
+    order_id: OrderId,
+    /// The payment to give back.
+    payment_ref: String,
+    reason: RefundReason,
+}
+
+/// Routes of charges that may still report by webhook: order -> event, with when the
+/// route was made, so that routes of charges that never report are forgotten.
+#[derive(Default)]
+struct PaymentRoutes(Mutex<HashMap<OrderId, (EventId, std::time::Instant)>>);
+
+/// How long a charge's route is kept for its webhook; a later webhook is routed by the
+/// read side.
+const PAYMENT_ROUTE_TTL: Duration = Duration::from_secs(3600);
+
+impl PaymentRoutes {
+    fn remember(&self, order: OrderId, event: EventId) {
+        let now = std::time::Instant::now();
+        let mut routes = self.0.lock();
+        if routes.len() >= 1024 && routes.len().is_power_of_two() {
+            routes.retain(|_, (_, at)| now.duration_since(*at) < PAYMENT_ROUTE_TTL);
+        }
+        routes.insert(order, (event, now));
+    }
+
+    fn forget(&self, order: OrderId) {
+        self.0.lock().remove(&order);
+    }
+
+    fn get(&self, order: OrderId) -> Option<EventId> {
+        self.0.lock().get(&order).map(|(event, _)| *event)
+    }
+}
+
+/// Pays the refunds events owe, as their actors report them: each reported event is swept
+/// (see [`CommandService::pay_refunds_owed`]) shortly after its report, so that a burst of
+/// reports is one sweep and a refund paid by its own request is not paid twice; an event
+/// whose sweep failed is swept again with backoff until it owes nothing. Ends when the
+/// command side is gone.
+async fn refund_worker(
+    inner: std::sync::Weak<Inner>,
+    mut reports: mpsc::UnboundedReceiver<EventId>,
+) {
+    use std::collections::BTreeSet;
+    use tokio::time::Instant;
+    const SETTLE: Duration = Duration::from_millis(500);
+    const MAX_BACKOFF: Duration = Duration::from_secs(300);
+    // Due sweeps, and each event's due time and failed sweeps so far.
+    let mut due: BTreeSet<(Instant, EventId)> = BTreeSet::new();
+    let mut scheduled: HashMap<EventId, (Instant, u32)> = HashMap::new();
+    loop {
+        let next = due.first().map(|(at, _)| *at);
+        let report = tokio::select! {
+            report = reports.recv() => match report {
+                Some(event) => Some(event),
+                None => return,
+            },
+            () = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => None,
+        };
+        if let Some(event) = report {
+            let at = Instant::now() + SETTLE;
+            match scheduled.get(&event) {
+                Some((when, _)) if *when <= at => {}
+                Some(&(when, failures)) => {
+                    due.remove(&(when, event));
+                    due.insert((at, event));
+                    scheduled.insert(event, (at, failures));
+                }
+                None => {
+                    due.insert((at, event));
+                    scheduled.insert(event, (at, 0));
+                }
+            }
+            continue;
+        }
+        let Some((at, event)) = due.pop_first() else {
+            continue;
+        };
+        let failures = scheduled.remove(&event).map_or(0, |(_, f)| f);
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let service = CommandService { inner };
+        let swept = service.pay_refunds_owed(event).await;
+        drop(service);
+        let failed = match swept {
+            Ok(sweep) => sweep.failed > 0,
+            Err(error) => {
+                tracing::warn!(event = %event, code = error.code(), %error, "refund sweep failed; retried");
+                true
+            }
+        };
+        if failed {
+            let backoff = Duration::from_secs(1 << failures.min(8)).min(MAX_BACKOFF);
+            let retry = at.max(Instant::now()) + backoff;
+            due.insert((retry, event));
+            scheduled.insert(event, (retry, failures + 1));
+        }
+    }
+}
+
 /// A refund made by the provider and recorded in the event's stream.
 struct RecordedRefund {
     /// The provider's id of the refund.
@@ -983,6 +1320,43 @@ struct StoredConfirmation {
     tickets: Vec<TicketId>,
     /// Where the confirmation was stored.
     position: Position,
+}
+
+/// Which request a hold belongs to: its order id is derived under this name, so that a
+/// `holdTickets` and a `purchaseTickets` never name the same order.
+#[derive(Clone, Copy, Debug)]
+enum HoldKind {
+    /// A hold paid later (or never).
+    Hold,
+    /// The hold of a purchase, paid at once.
+    Purchase,
+}
+
+impl HoldKind {
+    fn id_purpose(self) -> &'static str {
+        match self {
+            HoldKind::Hold => "order",
+            HoldKind::Purchase => "purchase-order",
+        }
+    }
+}
+
+/// An id that is the same for every retry of one request and differs between requests:
+/// derived from what it identifies (`purpose`), the event the request addresses (if any),
+/// the caller and the client's key. The order id is also the payment provider's
+/// idempotency key, so one key reused on two events must give two orders, or one charge
+/// would pay for both.
+fn derive_id(purpose: &str, event: Option<EventId>, ctx: &RequestContext) -> Uuid {
+    let who = match &ctx.actor {
+        Actor::User { id, .. } => id.to_string(),
+        Actor::System => "system".into(),
+        Actor::Anonymous => "anonymous".into(),
+    };
+    let name = match event {
+        Some(event) => format!("{purpose}:{event}:{who}:{}", ctx.idempotency_key),
+        None => format!("{purpose}:{who}:{}", ctx.idempotency_key),
+    };
+    Uuid::new_v5(&COMMANDS_NAMESPACE, name.as_bytes())
 }
 
 /// A sub-key for a step of a request, short whatever the client's key length.

@@ -462,6 +462,32 @@ async fn cancelling_the_event_refunds_every_paid_order() {
         .cancel_event(&c, event, "venue flooded".into())
         .await
         .expect("retry");
+    // The refunds are paid in the background once the cancellation is durable.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while h.provider.ledger().refunds.len() < 3 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // And recorded in the stream, each once; a sweep now finds nothing owed.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let replayed = h.replay(event).await;
+        let done = paid.iter().all(|o| {
+            replayed.order(*o).is_some_and(|v| {
+                v.refunds.len() == 1
+                    && matches!(
+                        v.refunds[0].status,
+                        domain::inventory::RefundStatus::Refunded { .. }
+                    )
+            })
+        });
+        if done || tokio::time::Instant::now() > deadline {
+            assert!(done, "every paid order's refund is recorded");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let sweep = h.service.pay_refunds_owed(event).await.expect("sweep");
+    assert_eq!(sweep, commands::service::RefundSweep::default());
     let ledger = h.provider.ledger();
     assert_eq!(ledger.refunds.len(), 3);
     for order in paid {

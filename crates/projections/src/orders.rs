@@ -48,6 +48,12 @@ pub struct OrderView {
     pub closed_at: Option<DateTime<Utc>>,
     /// What is owed back after a cancellation.
     pub refund: Option<Money>,
+    /// The payment provider's id of the refund, once the money was given back.
+    #[serde(default)]
+    pub refund_id: Option<String>,
+    /// When the refund was made.
+    #[serde(default)]
+    pub refunded_at: Option<DateTime<Utc>>,
     /// Issued tickets (empty unless paid).
     pub tickets: Vec<TicketRecord>,
 }
@@ -82,7 +88,7 @@ pub struct OrdersModel {
 impl ReadModel for OrdersModel {
     type Feeds = ();
     const NAME: &'static str = "orders";
-    const SNAPSHOT_VERSION: u32 = 1;
+    const SNAPSHOT_VERSION: u32 = 2;
 
     fn apply(&mut self, event: &RecordedEvent) -> Result<(), ApplyError> {
         let Some(event_id) = decode::inventory_stream(event) else {
@@ -122,6 +128,8 @@ impl OrdersModel {
                         paid_at: None,
                         closed_at: None,
                         refund: None,
+                        refund_id: None,
+                        refunded_at: None,
                         tickets: Vec::new(),
                     },
                 );
@@ -169,6 +177,21 @@ impl OrdersModel {
                         }
                     }
                     _ => {}
+                }
+            }
+            E::RefundIssued(e) => {
+                // The refund of a cancelled order's payment (a late payment that bought
+                // nothing is refunded too, but the order never showed that money).
+                let Some(order) = self.orders.get_mut(&e.order_id) else {
+                    return;
+                };
+                if order.event_id == event_id
+                    && order.status == OrderStatus::Cancelled
+                    && order.refund.is_some()
+                    && order.refund_id.is_none()
+                {
+                    order.refund_id = Some(e.refund_id.clone());
+                    order.refunded_at = Some(e.at);
                 }
             }
             E::TicketCheckedIn(e) => {
