@@ -278,6 +278,11 @@ impl Application {
             ticket_codes: TicketCodeSigner::new(ticket_key.as_bytes()),
             read_your_writes_timeout: Duration::from_secs(10),
             live_update_interval: config.service.live_update_interval,
+            hold_limits: crate::hold_limits::HoldLimits::new(
+                config.service.max_held_tickets_per_user,
+                config.service.max_held_tickets_per_address,
+            ),
+            hold_ttl: config.hold_ttl,
         });
 
         // Everything recorded before this start must be in the read models before an
@@ -301,13 +306,16 @@ impl Application {
             Arc::clone(&store),
             Arc::clone(&read_side),
         ));
-        // Holds recorded before a restart must still expire on time.
+        // Holds recorded before a restart must still expire on time, cancellations go on
+        // and refunds still owed are paid; then the provider's books are reconciled with
+        // the orders, so a charge the last run never confirmed is settled.
         let resumer = commands.clone();
         tokio::spawn(async move {
             match resumer.resume_all().await {
                 Ok(count) => tracing::info!(events = count, "inventory actors resumed"),
                 Err(error) => tracing::error!(%error, "resuming inventory actors failed"),
             }
+            resumer.spawn_reconciliation(RECONCILIATION_INTERVAL);
         });
 
         let schema = schema::build(
@@ -562,6 +570,9 @@ async fn wait(read_side: &ReadSide, position: store::Position) -> anyhow::Result
         .await
         .map_err(|e| anyhow::anyhow!("the read side did not show the change: {e}"))
 }
+
+/// How often the payment provider's books are reconciled with the orders.
+const RECONCILIATION_INTERVAL: Duration = Duration::from_secs(300);
 
 /// How often the projection lag gauge is refreshed.
 const LAG_REPORT_INTERVAL: Duration = Duration::from_secs(5);

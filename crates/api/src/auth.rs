@@ -24,7 +24,6 @@ use chrono::{DateTime, TimeZone, Utc};
 use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use crate::{context::RequestContext, error::ApiError};
@@ -366,9 +365,14 @@ pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// Parameters: 19 MiB of memory, 2 passes, 1 lane: OWASP's recommended minimum for
 /// Argon2id, costing tens of milliseconds of one core. That makes offline guessing
 /// expensive while keeping a login affordable on a small machine; the login rate limit
-/// caps what an online attacker gets. Hashing runs on tokio's blocking pool, and a
-/// semaphore bounds how many run at once so that a login flood queues instead of taking
-/// every core and `permits × 19 MiB` of memory from the ticket sale.
+/// caps what an online attacker gets.
+///
+/// Hashing runs on threads of its own, one fewer than the machine has cores (at least one),
+/// so that a flood of logins or registrations never takes every core (nor more than
+/// `threads × 19 MiB` of memory) from a ticket sale. Work waits in two bounded queues:
+/// verifications (logins) go before new hashes (registrations, password changes), so a
+/// registration flood does not make logins wait; a full queue is refused at once with
+/// `RATE_LIMITED`, and work whose caller has given up (its request timed out) is skipped.
 ///
 /// Stored hashes are PHC strings that carry their own parameters, so raising the
 /// parameters later still verifies old hashes.
@@ -376,15 +380,18 @@ pub const MAX_PASSWORD_BYTES: usize = 1024;
 pub struct PasswordHasher {
     /// The configured Argon2id instance (parameters above).
     argon2: Argon2<'static>,
-    /// Bounds concurrent hashes (CPU and memory).
-    permits: Arc<Semaphore>,
+    /// The hashing threads and their queues; they stop when the last clone is dropped.
+    pool: Arc<HashPool>,
 }
 
 impl std::fmt::Debug for PasswordHasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let queues = self.pool.shared.queues.lock();
         f.debug_struct("PasswordHasher")
             .field("params", self.argon2.params())
-            .field("available_permits", &self.permits.available_permits())
+            .field("threads", &self.pool.threads)
+            .field("queued_verifications", &queues.verify.len())
+            .field("queued_hashes", &queues.hash.len())
             .finish()
     }
 }
@@ -392,7 +399,121 @@ impl std::fmt::Debug for PasswordHasher {
 impl Default for PasswordHasher {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
-        Self::new(cores.max(2))
+        Self::new(cores.saturating_sub(1).max(1))
+    }
+}
+
+/// Which queue a piece of password work waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Work {
+    /// Checking a password at log-in: a person is waiting to get in.
+    Verify,
+    /// Hashing a new password (registration, password change).
+    Hash,
+}
+
+/// Most verifications waiting at once (beyond it a login is refused, to retry).
+pub const MAX_QUEUED_VERIFICATIONS: usize = 64;
+/// Most new hashes waiting at once (beyond it a registration is refused, to retry).
+pub const MAX_QUEUED_HASHES: usize = 16;
+
+/// The hashing threads' work.
+struct HashPool {
+    /// Shared with the threads.
+    shared: Arc<PoolShared>,
+    /// How many threads there are.
+    threads: usize,
+}
+
+struct PoolShared {
+    queues: parking_lot::Mutex<Queues>,
+    ready: parking_lot::Condvar,
+}
+
+#[derive(Default)]
+struct Queues {
+    verify: std::collections::VecDeque<Job>,
+    hash: std::collections::VecDeque<Job>,
+    /// Set when the pool is dropped: the threads finish what is queued and stop.
+    closed: bool,
+}
+
+/// A piece of work; it runs the hash only if its caller still waits.
+type Job = Box<dyn FnOnce() + Send>;
+
+impl HashPool {
+    fn start(threads: usize) -> Self {
+        let shared = Arc::new(PoolShared {
+            queues: parking_lot::Mutex::new(Queues::default()),
+            ready: parking_lot::Condvar::new(),
+        });
+        for n in 0..threads {
+            let shared = Arc::clone(&shared);
+            let spawned = std::thread::Builder::new()
+                .name(format!("argon2-{n}"))
+                .spawn(move || {
+                    loop {
+                        let job = {
+                            let mut queues = shared.queues.lock();
+                            loop {
+                                if let Some(job) = queues.verify.pop_front() {
+                                    break job;
+                                }
+                                if let Some(job) = queues.hash.pop_front() {
+                                    break job;
+                                }
+                                if queues.closed {
+                                    return;
+                                }
+                                shared.ready.wait(&mut queues);
+                            }
+                        };
+                        job();
+                    }
+                });
+            if let Err(error) = spawned {
+                tracing::error!(%error, "cannot start a password hashing thread");
+            }
+        }
+        Self { shared, threads }
+    }
+
+    /// Queues `work`; its answer arrives on the returned channel (closed unanswered if the
+    /// pool stops first).
+    fn submit<T: Send + 'static>(
+        &self,
+        kind: Work,
+        work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<T, ApiError>>, ApiError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            // The caller gave up (its request timed out, its client left): skip the work.
+            if !tx.is_closed() {
+                let _ = tx.send(work());
+            }
+        });
+        let mut queues = self.shared.queues.lock();
+        let (queue, cap) = match kind {
+            Work::Verify => (&mut queues.verify, MAX_QUEUED_VERIFICATIONS),
+            Work::Hash => (&mut queues.hash, MAX_QUEUED_HASHES),
+        };
+        if queue.len() >= cap {
+            metrics::counter!("api_password_work_refused_total", "kind" => match kind { Work::Verify => "verify", Work::Hash => "hash" }).increment(1);
+            return Err(ApiError::RateLimited {
+                retry_after: Duration::from_secs(1),
+            });
+        }
+        queue.push_back(job);
+        drop(queues);
+        self.shared.ready.notify_one();
+        Ok(rx)
+    }
+}
+
+impl Drop for HashPool {
+    fn drop(&mut self) {
+        self.shared.queues.lock().closed = true;
+        self.shared.ready.notify_all();
     }
 }
 
@@ -404,18 +525,19 @@ impl PasswordHasher {
     /// Degree of parallelism.
     pub const P_COST: u32 = 1;
 
-    /// A hasher allowing `max_concurrent` hashes at once.
-    pub fn new(max_concurrent: usize) -> Self {
+    /// A hasher running at most `threads` hashes at once.
+    pub fn new(threads: usize) -> Self {
         let params = Params::new(Self::M_COST_KIB, Self::T_COST, Self::P_COST, None)
             .expect("constant Argon2 parameters are valid");
         Self {
             argon2: Argon2::new(Algorithm::Argon2id, Version::V0x13, params),
-            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            pool: Arc::new(HashPool::start(threads.max(1))),
         }
     }
 
-    /// Hashes a new password into a PHC string, after checking its length.
-    pub async fn hash(&self, password: &SecretString) -> Result<String, ApiError> {
+    /// Checks a new password's length: at least [`MIN_PASSWORD_CHARS`] characters, at most
+    /// [`MAX_PASSWORD_BYTES`] bytes.
+    pub fn check_new(password: &SecretString) -> Result<(), ApiError> {
         let chars = password.expose_secret().chars().count();
         if chars < MIN_PASSWORD_CHARS {
             return Err(ApiError::invalid_field(
@@ -429,9 +551,15 @@ impl PasswordHasher {
                 format!("the password must be at most {MAX_PASSWORD_BYTES} bytes long"),
             ));
         }
+        Ok(())
+    }
+
+    /// Hashes a new password into a PHC string, after checking its length.
+    pub async fn hash(&self, password: &SecretString) -> Result<String, ApiError> {
+        Self::check_new(password)?;
         let argon2 = self.argon2.clone();
         let password = password.clone();
-        self.run(move || {
+        self.run(Work::Hash, move || {
             let salt = SaltString::generate(&mut rand::rngs::OsRng);
             argon2
                 .hash_password(password.expose_secret().as_bytes(), &salt)
@@ -457,7 +585,7 @@ impl PasswordHasher {
         let argon2 = self.argon2.clone();
         let password = password.clone();
         let stored = stored.map(str::to_owned);
-        self.run(move || {
+        self.run(Work::Verify, move || {
             let (hash, exists) = match &stored {
                 Some(stored) => (stored.as_str(), true),
                 None => (dummy_hash(&argon2)?, false),
@@ -475,16 +603,13 @@ impl PasswordHasher {
 
     async fn run<T: Send + 'static>(
         &self,
+        kind: Work,
         work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let _permit = self
-            .permits
-            .acquire()
+        self.pool
+            .submit(kind, work)?
             .await
-            .map_err(|_| ApiError::Unavailable("password hashing is shutting down".into()))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(ApiError::internal)?
+            .map_err(|_| ApiError::Unavailable("password hashing is shutting down".into()))?
     }
 }
 

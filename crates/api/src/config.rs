@@ -40,6 +40,20 @@ pub const DEFAULT_MAX_WEBSOCKET_CONNECTIONS: usize = 10_000;
 /// The largest `--max-websocket-connections` accepted.
 pub const MAX_WEBSOCKET_CONNECTIONS: usize = 1_000_000;
 
+/// The default of `--max-websocket-connections-per-address`: a browser keeps one or two
+/// per tab; a hundred leaves room for a household or an office behind one address, while
+/// one machine cannot take every slot of the server.
+pub const DEFAULT_MAX_WEBSOCKET_CONNECTIONS_PER_ADDRESS: usize = 100;
+
+/// The default of `--max-held-tickets-per-user`: a family's or a group's order, well above
+/// what one person buys, far below what hoarding a sale takes.
+pub const DEFAULT_MAX_HELD_TICKETS_PER_USER: u32 = 20;
+
+/// The default of `--max-held-tickets-per-address`: several buyers behind one address (a
+/// household, an office) each holding a group's order; far below what keeping a sale at
+/// zero takes.
+pub const DEFAULT_MAX_HELD_TICKETS_PER_ADDRESS: u32 = 100;
+
 /// The default of `--live-update-interval`: a subscriber sees a hot event's counts move
 /// twenty times a second, well within what a person notices, instead of once per batch of
 /// sales (hundreds a second), each serialised and sent to every subscriber.
@@ -106,13 +120,30 @@ pub struct ServiceConfig {
     #[arg(long, env = "TICKETING_MAX_QUERY_COMPLEXITY", default_value_t = 2_000)]
     pub max_query_complexity: usize,
 
-    /// Login attempts allowed per client, as `N/s`, `N/min` or `N/h`.
+    /// Login attempts allowed per email address tried, as `N/s`, `N/min` or `N/h`.
     #[arg(long, env = "TICKETING_LOGIN_RATE", default_value = "10/min")]
     pub login_rate: RateSpec,
+
+    /// Login attempts allowed per client address, whatever emails they try.
+    #[arg(long, env = "TICKETING_LOGIN_ADDRESS_RATE", default_value = "60/min")]
+    pub login_address_rate: RateSpec,
+
+    /// Registrations and password changes (each costs a password hash) allowed per client
+    /// address.
+    #[arg(long, env = "TICKETING_REGISTER_RATE", default_value = "30/h")]
+    pub register_rate: RateSpec,
 
     /// Purchase attempts (holds, payments) allowed per client, as `N/s`, `N/min` or `N/h`.
     #[arg(long, env = "TICKETING_PURCHASE_RATE", default_value = "30/min")]
     pub purchase_rate: RateSpec,
+
+    /// Most tickets one user may have in unpaid holds at once, over all events.
+    #[arg(long, env = "TICKETING_MAX_HELD_TICKETS_PER_USER", default_value_t = DEFAULT_MAX_HELD_TICKETS_PER_USER)]
+    pub max_held_tickets_per_user: u32,
+
+    /// Most tickets the users of one client address may have in unpaid holds at once.
+    #[arg(long, env = "TICKETING_MAX_HELD_TICKETS_PER_ADDRESS", default_value_t = DEFAULT_MAX_HELD_TICKETS_PER_ADDRESS)]
+    pub max_held_tickets_per_address: u32,
 
     /// Log line format.
     #[arg(long, env = "TICKETING_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -154,6 +185,11 @@ pub struct ServiceConfig {
     #[arg(long, env = "TICKETING_MAX_WEBSOCKET_CONNECTIONS", default_value_t = DEFAULT_MAX_WEBSOCKET_CONNECTIONS)]
     pub max_websocket_connections: usize,
 
+    /// Most WebSocket connections one client address may have open at once; beyond it an
+    /// upgrade is refused with 429 and `TOO_MANY_CONNECTIONS`.
+    #[arg(long, env = "TICKETING_MAX_WEBSOCKET_CONNECTIONS_PER_ADDRESS", default_value_t = DEFAULT_MAX_WEBSOCKET_CONNECTIONS_PER_ADDRESS)]
+    pub max_websocket_connections_per_address: usize,
+
     /// Least time between two `seatAvailability` updates to one subscriber: changes in
     /// between are folded into the next update, which always carries the latest counts.
     /// `0s` sends every change.
@@ -176,10 +212,17 @@ impl Default for ServiceConfig {
             max_query_depth: 16,
             max_query_complexity: 2_000,
             login_rate: RateSpec::per(NonZeroU32::new(10).expect("non-zero"), RatePeriod::Minute),
+            login_address_rate: RateSpec::per(
+                NonZeroU32::new(60).expect("non-zero"),
+                RatePeriod::Minute,
+            ),
+            register_rate: RateSpec::per(NonZeroU32::new(30).expect("non-zero"), RatePeriod::Hour),
             purchase_rate: RateSpec::per(
                 NonZeroU32::new(30).expect("non-zero"),
                 RatePeriod::Minute,
             ),
+            max_held_tickets_per_user: DEFAULT_MAX_HELD_TICKETS_PER_USER,
+            max_held_tickets_per_address: DEFAULT_MAX_HELD_TICKETS_PER_ADDRESS,
             log_format: LogFormat::Text,
             log_filter: "info".to_owned(),
             production: false,
@@ -188,6 +231,7 @@ impl Default for ServiceConfig {
             shutdown_grace: Duration::from_secs(30),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_websocket_connections: DEFAULT_MAX_WEBSOCKET_CONNECTIONS,
+            max_websocket_connections_per_address: DEFAULT_MAX_WEBSOCKET_CONNECTIONS_PER_ADDRESS,
             live_update_interval: DEFAULT_LIVE_UPDATE_INTERVAL,
         }
     }
@@ -214,12 +258,25 @@ impl ServiceConfig {
         {
             problems.push(ConfigProblem::JwtExpiryOutOfRange(self.jwt_expiry));
         }
-        if let Some(webhook) = &self.payment_webhook_secret {
-            let webhook = webhook.expose_secret();
-            if webhook.is_empty() || (self.production && webhook.len() < MIN_PRODUCTION_SECRET_LEN)
-            {
-                problems.push(ConfigProblem::WeakWebhookSecret);
+        match &self.payment_webhook_secret {
+            Some(webhook) => {
+                let webhook = webhook.expose_secret();
+                if webhook.is_empty()
+                    || (self.production && webhook.len() < MIN_PRODUCTION_SECRET_LEN)
+                {
+                    problems.push(ConfigProblem::WeakWebhookSecret);
+                }
             }
+            // Without one, webhooks are checked against the public development secret:
+            // anyone could forge a payment.
+            None if self.production => problems.push(ConfigProblem::MissingWebhookSecret),
+            None => {}
+        }
+        if self.max_held_tickets_per_user == 0 || self.max_held_tickets_per_address == 0 {
+            problems.push(ConfigProblem::HeldTicketsCapZero);
+        }
+        if self.max_websocket_connections_per_address == 0 {
+            problems.push(ConfigProblem::WebSocketConnectionsOutOfRange(0));
         }
         if self.body_limit < 1024 || self.body_limit > MAX_BODY_LIMIT {
             problems.push(ConfigProblem::BodyLimitOutOfRange(self.body_limit));
@@ -484,6 +541,19 @@ pub enum ConfigProblem {
          {MIN_PRODUCTION_SECRET_LEN} bytes long in production mode"
     )]
     WeakWebhookSecret,
+    /// Production mode without a payment webhook secret.
+    #[error(
+        "production mode needs a payment webhook secret (--payment-webhook-secret / \
+         TICKETING_PAYMENT_WEBHOOK_SECRET): without one, webhooks are checked against the \
+         public development secret"
+    )]
+    MissingWebhookSecret,
+    /// A held-tickets cap of zero.
+    #[error(
+        "the held-tickets caps (--max-held-tickets-per-user, --max-held-tickets-per-address) \
+         must be at least 1"
+    )]
+    HeldTicketsCapZero,
     /// Body limit outside 1 KiB to [`MAX_BODY_LIMIT`].
     #[error("the body limit must be between 1024 and {MAX_BODY_LIMIT} bytes, got {0}")]
     BodyLimitOutOfRange(usize),

@@ -63,9 +63,22 @@ pub enum ClientKey {
     User(Uuid),
     /// An address: an IPv4 address, or the /64 network of an IPv6 address.
     Ip(IpAddr),
+    /// An email address someone tries to log in as (a hash of its normalised form, so
+    /// the limiter keeps no addresses).
+    Email([u8; 16]),
 }
 
 impl ClientKey {
+    /// The key of an email address tried at log-in: trimmed and lower-cased first, so
+    /// that `Kim@x.io` and `kim@x.io ` share one allowance.
+    pub fn email(email: &str) -> Self {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(email.trim().to_lowercase().as_bytes());
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest[..16]);
+        Self::Email(key)
+    }
+
     /// The key of a client address. IPv6 clients are keyed by their /64 network, because
     /// one subscriber usually holds a whole /64 and could otherwise rotate addresses to
     /// escape the limit; IPv4-mapped IPv6 addresses count as the IPv4 address.

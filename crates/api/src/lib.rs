@@ -16,7 +16,8 @@
 //! * [`error`]: [`ApiError`] and its stable [`ErrorCode`]s in `extensions.code`; internal
 //!   errors are logged under a correlation id and never shown.
 //! * [`context`]: [`RequestContext`], what a resolver knows about its caller.
-//! * [`rate_limit`]: per-client limits on login and purchase attempts.
+//! * [`rate_limit`]: per-client limits on logins, registrations and purchase attempts.
+//! * [`hold_limits`]: caps on the tickets a user, and a client address, hold unpaid.
 //! * [`graphql`]: the query limits and error extension every schema is built with.
 //! * [`http`]: the axum router (GraphQL, GraphiQL, WebSocket subscriptions, health,
 //!   readiness, metrics, payment webhook hook), a time limit on every request but the
@@ -48,6 +49,7 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod graphql;
+pub mod hold_limits;
 pub mod http;
 pub mod printable;
 pub mod rate_limit;

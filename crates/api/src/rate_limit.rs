@@ -1,11 +1,18 @@
-//! Per-client rate limits for the actions worth abusing: logging in (password guessing)
-//! and buying (hoarding holds).
+//! Per-client rate limits for the actions worth abusing: logging in (password guessing),
+//! registering and changing passwords (each costs a password hash), and buying (hoarding
+//! holds).
 //!
-//! Each action has its own GCRA limiter (`governor`) keyed by [`ClientKey`]: the user
-//! when authenticated, otherwise the client address. Resolvers apply them explicitly:
+//! Each action has its own GCRA limiter (`governor`) keyed by [`ClientKey`]. Resolvers
+//! apply them explicitly, each with the key that fits the action:
+//!
+//! * a login counts against the email it tries ([`ClientKey::email`]) and against the
+//!   client address, never against a token the caller sends (an attacker has as many
+//!   tokens as accounts);
+//! * a registration or a password change counts against the client address;
+//! * a purchase attempt counts against the caller ([`RequestContext::client_key`]).
 //!
 //! ```text
-//! RateLimits::check_ctx(ctx, RateLimitedAction::Login)?;
+//! RateLimits::check_ctx(ctx, RateLimitedAction::Purchase)?;
 //! ```
 
 use std::{num::NonZeroU32, sync::Arc};
@@ -22,8 +29,12 @@ use crate::{
 /// An action with a per-client rate limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RateLimitedAction {
-    /// A login attempt.
+    /// A login attempt at one email address.
     Login,
+    /// A login attempt from one client address.
+    LoginFromAddress,
+    /// A registration or a password change from one client address.
+    Register,
     /// A purchase attempt: holding or paying for tickets.
     Purchase,
 }
@@ -33,6 +44,8 @@ impl RateLimitedAction {
     pub const fn name(self) -> &'static str {
         match self {
             Self::Login => "login",
+            Self::LoginFromAddress => "login_address",
+            Self::Register => "register",
             Self::Purchase => "purchase",
         }
     }
@@ -44,29 +57,59 @@ impl RateLimitedAction {
 /// idle keys periodically.
 #[derive(Debug)]
 pub struct RateLimits {
-    /// Login attempts per client.
+    /// Login attempts per email tried.
     login: DefaultKeyedRateLimiter<ClientKey>,
+    /// Login attempts per client address.
+    login_address: DefaultKeyedRateLimiter<ClientKey>,
+    /// Registrations and password changes per client address.
+    register: DefaultKeyedRateLimiter<ClientKey>,
     /// Purchase attempts per client.
     purchase: DefaultKeyedRateLimiter<ClientKey>,
 }
 
 impl RateLimits {
-    /// Limiters allowing `login` and `purchase` attempts per client.
+    /// Limiters allowing `login` and `purchase` attempts per client, and the defaults of
+    /// the other actions.
     pub fn new(login: RateSpec, purchase: RateSpec) -> Self {
+        let defaults = ServiceConfig::default();
+        Self::with(
+            login,
+            defaults.login_address_rate,
+            defaults.register_rate,
+            purchase,
+        )
+    }
+
+    /// Limiters for every action.
+    pub fn with(
+        login: RateSpec,
+        login_address: RateSpec,
+        register: RateSpec,
+        purchase: RateSpec,
+    ) -> Self {
         Self {
             login: RateLimiter::keyed(quota(login)),
+            login_address: RateLimiter::keyed(quota(login_address)),
+            register: RateLimiter::keyed(quota(register)),
             purchase: RateLimiter::keyed(quota(purchase)),
         }
     }
 
     /// Limiters from the service configuration.
     pub fn from_config(config: &ServiceConfig) -> Self {
-        Self::new(config.login_rate, config.purchase_rate)
+        Self::with(
+            config.login_rate,
+            config.login_address_rate,
+            config.register_rate,
+            config.purchase_rate,
+        )
     }
 
     fn limiter(&self, action: RateLimitedAction) -> &DefaultKeyedRateLimiter<ClientKey> {
         match action {
             RateLimitedAction::Login => &self.login,
+            RateLimitedAction::LoginFromAddress => &self.login_address,
+            RateLimitedAction::Register => &self.register,
             RateLimitedAction::Purchase => &self.purchase,
         }
     }
@@ -85,18 +128,40 @@ impl RateLimits {
     /// Counts one `action` by the caller of `ctx` (see [`RequestContext::client_key`]).
     pub fn check_ctx(ctx: &Context<'_>, action: RateLimitedAction) -> Result<(), ApiError> {
         let key = RequestContext::from_ctx(ctx)?.client_key();
-        let limits = ctx.data_opt::<Arc<Self>>().ok_or_else(|| {
+        Self::from_ctx(ctx)?.check(action, &key)
+    }
+
+    /// Counts one `action` by the client address of `ctx`, whoever is signed in.
+    pub fn check_address(ctx: &Context<'_>, action: RateLimitedAction) -> Result<(), ApiError> {
+        let key = ClientKey::ip(RequestContext::from_ctx(ctx)?.client_ip);
+        Self::from_ctx(ctx)?.check(action, &key)
+    }
+
+    /// Counts one login attempt at `email` from the client of `ctx`: against the email
+    /// and against the client address (tokens the caller sends are ignored).
+    pub fn check_login(ctx: &Context<'_>, email: &str) -> Result<(), ApiError> {
+        let limits = Self::from_ctx(ctx)?;
+        limits.check(RateLimitedAction::Login, &ClientKey::email(email))?;
+        Self::check_address(ctx, RateLimitedAction::LoginFromAddress)
+    }
+
+    fn from_ctx<'a>(ctx: &'a Context<'_>) -> Result<&'a Self, ApiError> {
+        ctx.data_opt::<Arc<Self>>().map(Arc::as_ref).ok_or_else(|| {
             ApiError::internal(anyhow::anyhow!(
                 "RateLimits missing: the schema is served outside api::http"
             ))
-        })?;
-        limits.check(action, &key)
+        })
     }
 
     /// Forgets clients whose allowance has fully refilled, so memory follows the number
     /// of recently active clients rather than every client ever seen.
     pub fn prune(&self) {
-        for limiter in [&self.login, &self.purchase] {
+        for limiter in [
+            &self.login,
+            &self.login_address,
+            &self.register,
+            &self.purchase,
+        ] {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
@@ -104,7 +169,7 @@ impl RateLimits {
 
     /// How many clients are currently tracked, over all actions.
     pub fn tracked_clients(&self) -> usize {
-        self.login.len() + self.purchase.len()
+        self.login.len() + self.login_address.len() + self.register.len() + self.purchase.len()
     }
 }
 

@@ -73,6 +73,7 @@ pub struct AccountMutation;
 impl AccountMutation {
     /// Opens a customer account. Organizer and operator roles are granted by an admin.
     async fn register(&self, ctx: &Context<'_>, input: RegisterInput) -> Result<User, ApiError> {
+        RateLimits::check_address(ctx, RateLimitedAction::Register)?;
         let services = services(ctx)?;
         let password_hash = services
             .passwords
@@ -109,7 +110,7 @@ impl AccountMutation {
         email: String,
         password: String,
     ) -> Result<AuthPayload, ApiError> {
-        RateLimits::check_ctx(ctx, RateLimitedAction::Login)?;
+        RateLimits::check_login(ctx, &email)?;
         let services = services(ctx)?;
         let account = services.read_side.accounts().by_email(&email);
         let password = SecretString::from(password);

@@ -13,8 +13,8 @@ use projections::{EventFilter, EventView, PageRequest};
 use uuid::Uuid;
 
 use super::{
-    Services, actor_of, caller, command_context, command_error, maybe_caller, parse_id,
-    read_your_writes, services, step_key,
+    Services, actor_of, caller, checked_key, command_context, command_error, derived_uuid,
+    maybe_caller, parse_id, read_your_writes, services, step_key,
     types::{Event, EventStatus},
 };
 use crate::{
@@ -235,6 +235,7 @@ impl CatalogueMutation {
             .idempotency_key
             .clone()
             .unwrap_or_else(|| Uuid::new_v4().to_string());
+        checked_key(&key)?;
         validate_tiers(&input.tiers)?;
         let request = command_context(ctx, actor_of(user), Some(&key));
         let created = services
@@ -263,7 +264,9 @@ impl CatalogueMutation {
         // a retry of the whole mutation completes what a failure interrupted.
         let mut steps: Vec<(String, InventoryCommand)> = Vec::new();
         for (index, tier) in input.tiers.into_iter().enumerate() {
-            let tier_id = TierId(Uuid::new_v4());
+            // Derived, not drawn: a retry under the same key sends the same command, which
+            // the domain recognises as done instead of refusing it as another one.
+            let tier_id = TierId(derived_uuid(&format!("tier:{event_id}:{index}")));
             let seats = tier.seats.clone().unwrap_or_default();
             steps.push((
                 format!("tier-{index}"),
@@ -358,7 +361,8 @@ impl CatalogueMutation {
     ) -> Result<Event, ApiError> {
         validate_tiers(std::slice::from_ref(&input))?;
         let key = idempotency_key.unwrap_or_else(|| Uuid::new_v4().to_string());
-        let tier_id = TierId(Uuid::new_v4());
+        checked_key(&key)?;
+        let tier_id = TierId(derived_uuid(&format!("tier:{}:{key}", event_id.as_str())));
         let seats = input.seats.clone().unwrap_or_default();
         let kind = match input.capacity {
             Some(capacity) => TierKindInput::General { capacity },
@@ -401,6 +405,7 @@ impl CatalogueMutation {
     ) -> Result<Event, ApiError> {
         let tier_id: TierId = parse_id("tierId", &tier_id)?;
         let key = idempotency_key.unwrap_or_else(|| Uuid::new_v4().to_string());
+        checked_key(&key)?;
         let mut commands = Vec::new();
         if let Some(name) = input.name {
             commands.push(("name", InventoryCommand::RenameTier { tier_id, name }));
@@ -484,7 +489,9 @@ impl CatalogueMutation {
         .await
     }
 
-    /// Cancels an event: every order is cancelled (paid ones refunded), tickets become void.
+    /// Cancels an event: nothing sells any more and no ticket admits anyone; every order is
+    /// cancelled and every paid one refunded (a large event's orders within seconds after
+    /// the answer; each order's `refundStatus` says when its money went back).
     #[graphql(guard = "RoleGuard::any_of(&[Role::Organizer, Role::Admin])")]
     async fn cancel_event(
         &self,
@@ -493,10 +500,19 @@ impl CatalogueMutation {
         reason: String,
         idempotency_key: Option<String>,
     ) -> Result<Event, ApiError> {
-        organizer_command(ctx, &event_id, idempotency_key, |_| {
-            Ok(InventoryCommand::CancelEvent { reason })
-        })
-        .await
+        let user = caller(ctx)?;
+        let services = services(ctx)?;
+        let event_id: EventId = parse_id("eventId", &event_id)?;
+        visible_event(services, Some(user), event_id)?;
+        let request = command_context(ctx, actor_of(user), idempotency_key.as_deref());
+        // Through the command side's cancellation, which cancels every order (a step at a
+        // time for a large event) and has every paid one refunded.
+        let receipt = services
+            .commands
+            .cancel_event(&request, event_id, reason)
+            .await
+            .map_err(command_error)?;
+        changed_event(services, receipt.position, event_id).await
     }
 }
 

@@ -87,6 +87,22 @@ pub struct Services {
     pub read_your_writes_timeout: Duration,
     /// Least time between two live availability updates to one subscriber.
     pub live_update_interval: Duration,
+    /// Caps on the tickets a user, and a client address, may hold unpaid.
+    pub hold_limits: crate::hold_limits::HoldLimits,
+    /// How long a hold lasts unless paid.
+    pub hold_ttl: Duration,
+}
+
+impl Services {
+    /// Whether an order is still an unpaid hold, as the read side knows it.
+    pub(crate) fn hold_status(&self) -> impl crate::hold_limits::HoldStatus + '_ {
+        |order: domain::OrderId| {
+            self.read_side
+                .orders()
+                .order(order)
+                .map(|o| o.status == domain::inventory::OrderStatus::Held)
+        }
+    }
 }
 
 /// Builds the schema with the service limits and the shared services.
@@ -190,9 +206,27 @@ pub(crate) fn command_context(
 }
 
 /// A key derived from the client's key for the `step`-th command of a mutation that
-/// issues several, so that a retry repeats every step idempotently.
+/// issues several, so that a retry repeats every step idempotently. It is short whatever
+/// the client's key (any key the domain accepts gives a valid step key).
 pub(crate) fn step_key(key: &str, step: &str) -> String {
-    format!("{key}/{step}")
+    format!("{step}-{}", derived_uuid(&format!("step:{key}:{step}")))
+}
+
+/// An id derived from `name`: the same name always gives the same id (so that a retried
+/// mutation names what its first attempt created), and different names different ids.
+pub(crate) fn derived_uuid(name: &str) -> Uuid {
+    Uuid::new_v5(&API_NAMESPACE, name.as_bytes())
+}
+
+/// Namespace of the ids the API derives from clients' keys.
+const API_NAMESPACE: Uuid = Uuid::from_u128(0x7a1c_35d0_4e2b_4f8a_9c61_d0b3_e5f7_1a28);
+
+/// Checks a client's idempotency key before the first command of a mutation, so that a
+/// key the domain refuses never leaves the first steps done and the rest refused.
+pub(crate) fn checked_key(key: &str) -> Result<(), ApiError> {
+    domain::IdempotencyKey::parse(key)
+        .map(drop)
+        .map_err(|rejection| ApiError::domain(rejection.code(), rejection.to_string()))
 }
 
 /// The edge error of a command failure.

@@ -18,6 +18,7 @@ use super::{
 };
 use crate::{
     auth::{AuthUser, Role, RoleGuard},
+    context::RequestContext,
     error::ApiError,
     rate_limit::{RateLimitedAction, RateLimits},
 };
@@ -224,18 +225,32 @@ impl OrderMutation {
         let services = services(ctx)?;
         let (event_id, tier_id) = target(services, user, &input.event_id, &input.tier_id)?;
         let selection = selection(input.quantity, input.seats)?;
+        let address = RequestContext::from_ctx(ctx)?.client_ip;
+        let reservation = services.hold_limits.reserve(
+            user.user_id,
+            address,
+            tickets_of(&selection),
+            &services.hold_status(),
+            chrono::Utc::now(),
+        )?;
         let request = command_context(ctx, actor_of(user), Some(&input.idempotency_key));
         let receipt = services
             .commands
             .hold(&request, event_id, tier_id, selection)
             .await
             .map_err(command_error)?;
-        let InventoryOutcome::Held { order_id, .. } = receipt.outcome else {
+        let InventoryOutcome::Held {
+            order_id,
+            expires_at,
+            ..
+        } = receipt.outcome
+        else {
             return Err(ApiError::internal(anyhow::anyhow!(
                 "a hold answered {:?}",
                 receipt.outcome
             )));
         };
+        reservation.placed(order_id, expires_at);
         changed_order(services, receipt.position, order_id).await
     }
 
@@ -273,6 +288,15 @@ impl OrderMutation {
         let services = services(ctx)?;
         let (event_id, tier_id) = target(services, user, &input.event_id, &input.tier_id)?;
         let selection = selection(input.quantity, input.seats)?;
+        let address = RequestContext::from_ctx(ctx)?.client_ip;
+        let tickets = tickets_of(&selection);
+        services.hold_limits.check(
+            user.user_id,
+            address,
+            tickets,
+            &services.hold_status(),
+            chrono::Utc::now(),
+        )?;
         let request = command_context(ctx, actor_of(user), Some(&input.idempotency_key));
         let receipt = services
             .commands
@@ -284,10 +308,18 @@ impl OrderMutation {
                 command_error(error)
             })?;
         let order_id = match &receipt.outcome {
+            PayOutcome::Pending { order_id, .. } => {
+                // The hold stays until the provider reports: it counts like any other.
+                let expires_at = chrono::Utc::now()
+                    + chrono::Duration::from_std(services.hold_ttl).unwrap_or_default();
+                services
+                    .hold_limits
+                    .count(user.user_id, address, *order_id, tickets, expires_at);
+                *order_id
+            }
             PayOutcome::Confirmed { order_id, .. }
             | PayOutcome::Declined { order_id, .. }
             | PayOutcome::TimedOut { order_id }
-            | PayOutcome::Pending { order_id, .. }
             | PayOutcome::Refunded { order_id, .. } => *order_id,
             PayOutcome::Acknowledged => {
                 return Err(ApiError::internal(anyhow::anyhow!(
@@ -373,6 +405,14 @@ fn target(
         )));
     }
     Ok((event_id, tier_id))
+}
+
+/// How many tickets a selection holds (a refused quantity holds none).
+fn tickets_of(selection: &Selection) -> u32 {
+    match selection {
+        Selection::Quantity { quantity } => u32::try_from(*quantity).unwrap_or(0),
+        Selection::Seats { seats } => u32::try_from(seats.len()).unwrap_or(u32::MAX),
+    }
 }
 
 /// A quantity or a list of seats, exactly one of them.

@@ -74,6 +74,16 @@ impl From<DomainOrderStatus> for OrderStatus {
     }
 }
 
+/// Where the refund of a cancelled paid order stands.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefundStatus {
+    /// Owed: the payment provider has not given the money back yet (it is retried until
+    /// it has).
+    Owed,
+    /// The money was given back.
+    Refunded,
+}
+
 /// Where a ticket is in its life.
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TicketStatus {
@@ -334,6 +344,10 @@ pub struct Order {
     pub closed_at: Option<DateTime<Utc>>,
     /// What is refunded after a cancellation.
     pub refund: Option<Money>,
+    /// Whether that refund was made yet (none when nothing is owed).
+    pub refund_status: Option<RefundStatus>,
+    /// When the refund was made.
+    pub refunded_at: Option<DateTime<Utc>>,
     /// The read model's order, for the fields resolved from it.
     #[graphql(skip)]
     pub view: OrderView,
@@ -392,6 +406,12 @@ impl From<OrderView> for Order {
             paid_at: view.paid_at,
             closed_at: view.closed_at,
             refund: view.refund.map(Money::from),
+            refund_status: match (&view.refund, &view.refunded_at) {
+                (None, _) => None,
+                (Some(_), None) => Some(RefundStatus::Owed),
+                (Some(_), Some(_)) => Some(RefundStatus::Refunded),
+            },
+            refunded_at: view.refunded_at,
             view,
         }
     }

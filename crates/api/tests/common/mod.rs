@@ -27,7 +27,11 @@ pub struct TestApp {
 pub fn test_config(data_dir: &Path) -> AppConfig {
     let mut config = AppConfig::new(data_dir, "127.0.0.1:0".parse().expect("addr"));
     config.service.login_rate = "10000/s".parse().expect("rate");
+    config.service.login_address_rate = "10000/s".parse().expect("rate");
+    config.service.register_rate = "10000/s".parse().expect("rate");
     config.service.purchase_rate = "10000/s".parse().expect("rate");
+    config.service.max_held_tickets_per_user = 1_000_000;
+    config.service.max_held_tickets_per_address = 1_000_000;
     config.service.shutdown_grace = Duration::from_secs(5);
     config.admin_email = Some(ADMIN_EMAIL.into());
     config.admin_password = Some(SecretString::from(ADMIN_PASSWORD));

@@ -1,0 +1,515 @@
+//! Black-box tests of money and access defects: each one reproduces an attack or a loss
+//! against a running server, through the public API only (and, where the loss is at the
+//! payment provider, by reading the provider's ledger file after the server stopped).
+
+mod common;
+
+use std::{path::Path, time::Duration};
+
+use common::{ADMIN_EMAIL, ADMIN_PASSWORD, TestApp, code, test_config};
+use serde_json::{Value, json};
+
+const HOLD: &str =
+    "mutation($i: HoldTicketsInput!) { holdTickets(input: $i) { id eventId status quantity } }";
+const PURCHASE: &str = "mutation($i: PurchaseTicketsInput!) { purchaseTickets(input: $i) { id eventId status quantity total { amountMinor } } }";
+const ORDER: &str = "query($o: ID!) { order(id: $o) { id eventId status refund { amountMinor } refundStatus refundedAt tickets { status } } }";
+
+/// The provider's books, read from its ledger file: (order id, amount) per charge and per
+/// refund.
+fn provider_books(data_dir: &Path) -> (Vec<(String, i64)>, Vec<(String, i64)>) {
+    let db = rusqlite::Connection::open_with_flags(
+        data_dir.join(api::app::PAYMENTS_DB),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("the ledger opens");
+    let rows = |sql: &str| -> Vec<(String, i64)> {
+        let mut statement = db.prepare(sql).expect("statement");
+        statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .expect("query")
+            .map(|row| row.expect("row"))
+            .collect()
+    };
+    (
+        rows(
+            "SELECT order_id, amount_minor FROM charges WHERE answer LIKE '%succeeded%' ORDER BY seq",
+        ),
+        rows("SELECT order_id, amount_minor FROM refunds ORDER BY seq"),
+    )
+}
+
+/// Polls `query` until `done` says yes (at most 20 s); returns the last answer.
+async fn eventually(
+    app: &TestApp,
+    token: &str,
+    query: &str,
+    variables: Value,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let data = app.ok(Some(token), query, variables.clone()).await;
+        if done(&data) || tokio::time::Instant::now() > deadline {
+            return data;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn organizer_and_customer(app: &TestApp) -> (String, String) {
+    let (_, organizer) = app.with_role("org@example.com", "ORGANIZER").await;
+    let (_, customer) = app.customer("kim@example.com").await;
+    (organizer, customer)
+}
+
+/// One idempotency key on two events is two requests: the purchase on B buys on B, and is
+/// charged on its own, instead of answering the hold made on A with the same key.
+#[tokio::test]
+async fn one_key_on_two_events_buys_on_each() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = TestApp::spawn(dir.path()).await;
+    let (organizer, kim) = organizer_and_customer(&app).await;
+    let (event_a, tier_a) = app.published_event(&organizer, 10).await;
+    let (event_b, tier_b) = app.published_event(&organizer, 10).await;
+
+    let held = app
+        .ok(
+            Some(&kim),
+            HOLD,
+            json!({ "i": { "eventId": event_a, "tierId": tier_a, "quantity": 2, "idempotencyKey": "k" } }),
+        )
+        .await;
+    assert_eq!(held["holdTickets"]["eventId"], event_a.as_str());
+    let bought = app
+        .ok(
+            Some(&kim),
+            PURCHASE,
+            json!({ "i": { "eventId": event_b, "tierId": tier_b, "quantity": 1, "paymentToken": "tok_success", "idempotencyKey": "k" } }),
+        )
+        .await;
+    let bought = &bought["purchaseTickets"];
+    assert_eq!(bought["eventId"], event_b.as_str(), "{bought}");
+    assert_eq!(bought["status"], "PAID", "{bought}");
+    assert_eq!(bought["quantity"], 1, "{bought}");
+    assert_ne!(bought["id"], held["holdTickets"]["id"]);
+    let still = app
+        .ok(Some(&kim), ORDER, json!({ "o": held["holdTickets"]["id"] }))
+        .await;
+    assert_eq!(still["order"]["status"], "HELD", "A's hold is untouched");
+
+    // The same key for a hold and a purchase on one event is a reuse, refused.
+    let reused = app
+        .gql(
+            Some(&kim),
+            PURCHASE,
+            json!({ "i": { "eventId": event_a, "tierId": tier_a, "quantity": 2, "paymentToken": "tok_success", "idempotencyKey": "k" } }),
+        )
+        .await;
+    assert_eq!(code(&reused), "INVALID_INPUT", "{reused}");
+
+    let order_b = bought["id"].as_str().expect("id").to_owned();
+    app.stop().await;
+    let (charges, refunds) = provider_books(dir.path());
+    assert_eq!(
+        charges,
+        vec![(order_b, 4500)],
+        "one charge, for B's order only"
+    );
+    assert!(refunds.is_empty());
+}
+
+/// Cancelling an event pays every paid order back through the provider and records it.
+#[tokio::test]
+async fn cancelling_an_event_refunds_its_paid_orders() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = TestApp::spawn(dir.path()).await;
+    let (organizer, kim) = organizer_and_customer(&app).await;
+    let (event, tier) = app.published_event(&organizer, 10).await;
+    let mut paid = Vec::new();
+    for key in ["p-1", "p-2"] {
+        let bought = app
+            .ok(
+                Some(&kim),
+                PURCHASE,
+                json!({ "i": { "eventId": event, "tierId": tier, "quantity": 2, "paymentToken": "tok_success", "idempotencyKey": key } }),
+            )
+            .await;
+        paid.push(
+            bought["purchaseTickets"]["id"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
+        );
+    }
+    let held = app
+        .ok(
+            Some(&kim),
+            HOLD,
+            json!({ "i": { "eventId": event, "tierId": tier, "quantity": 1, "idempotencyKey": "h-1" } }),
+        )
+        .await;
+
+    let cancelled = app
+        .ok(
+            Some(&organizer),
+            "mutation($e: ID!) { cancelEvent(eventId: $e, reason: \"venue flooded\") { status } }",
+            json!({ "e": event }),
+        )
+        .await;
+    assert_eq!(cancelled["cancelEvent"]["status"], "CANCELLED");
+    for order in &paid {
+        let after = eventually(&app, &kim, ORDER, json!({ "o": order }), |data| {
+            data["order"]["refundStatus"] == "REFUNDED"
+        })
+        .await;
+        assert_eq!(after["order"]["status"], "CANCELLED", "{after}");
+        assert_eq!(after["order"]["refund"]["amountMinor"], 9000, "{after}");
+        assert_eq!(after["order"]["refundStatus"], "REFUNDED", "{after}");
+        assert!(after["order"]["refundedAt"].is_string(), "{after}");
+    }
+    let hold = app
+        .ok(Some(&kim), ORDER, json!({ "o": held["holdTickets"]["id"] }))
+        .await;
+    assert_eq!(hold["order"]["status"], "CANCELLED");
+    assert!(
+        hold["order"]["refundStatus"].is_null(),
+        "a hold owes nothing"
+    );
+
+    app.stop().await;
+    let (charges, mut refunds) = provider_books(dir.path());
+    assert_eq!(charges.len(), 2);
+    refunds.sort();
+    let mut expected: Vec<(String, i64)> = paid.iter().map(|o| (o.clone(), 9000)).collect();
+    expected.sort();
+    assert_eq!(
+        refunds, expected,
+        "each paid order refunded once at the provider"
+    );
+}
+
+/// A `createEvent` retried under its key completes the first attempt instead of being
+/// refused, and the longest key accepted does not leave a draft without tiers behind.
+#[tokio::test]
+async fn create_event_retries_complete_and_long_keys_work() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = TestApp::spawn(dir.path()).await;
+    let (organizer, _) = organizer_and_customer(&app).await;
+    let input = |key: &str| {
+        json!({ "i": {
+            "name": "Rust Nation", "venue": "Hall 1",
+            "startsAt": "2099-06-01T18:00:00Z", "endsAt": "2099-06-01T23:00:00Z",
+            "tiers": [{ "name": "Standard", "priceMinor": 4500, "currency": "EUR", "capacity": 5 }],
+            "idempotencyKey": key,
+        } })
+    };
+    let first = app
+        .ok(Some(&organizer), common::CREATE_EVENT, input("create-1"))
+        .await;
+    let again = app
+        .gql(Some(&organizer), common::CREATE_EVENT, input("create-1"))
+        .await;
+    assert!(again["errors"].is_null(), "a retry completes: {again}");
+    assert_eq!(again["data"]["createEvent"], first["createEvent"]);
+
+    let longest = "k".repeat(128);
+    let created = app
+        .gql(Some(&organizer), common::CREATE_EVENT, input(&longest))
+        .await;
+    assert!(created["errors"].is_null(), "{created}");
+    assert_eq!(
+        created["data"]["createEvent"]["tiers"][0]["capacity"], 5,
+        "{created}"
+    );
+    let too_long = app
+        .gql(
+            Some(&organizer),
+            common::CREATE_EVENT,
+            input(&"k".repeat(129)),
+        )
+        .await;
+    assert_eq!(code(&too_long), "INVALID_INPUT", "{too_long}");
+    let admin = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let listed = app
+        .ok(
+            Some(&admin),
+            "{ events(filter: { statuses: [DRAFT] }) { nodes { id tiers { id } } } }",
+            json!({}),
+        )
+        .await;
+    let drafts = listed["events"]["nodes"].as_array().expect("list");
+    assert_eq!(drafts.len(), 2, "no draft is left behind: {listed}");
+    assert!(
+        drafts
+            .iter()
+            .all(|e| e["tiers"].as_array().is_some_and(|t| t.len() == 1))
+    );
+}
+
+/// Registers `n` customers `prefix-<i>@example.com`; returns their tokens.
+async fn customers(app: &TestApp, prefix: &str, n: usize) -> Vec<String> {
+    let mut tokens = Vec::new();
+    for i in 0..n {
+        let (_, token) = app.customer(&format!("{prefix}-{i}@example.com")).await;
+        tokens.push(token);
+    }
+    tokens
+}
+
+/// Fifty accounts behind one address cannot keep more tickets in unpaid holds than the
+/// address's cap, nor one account more than its own; paying frees the cap.
+#[tokio::test]
+async fn fifty_accounts_from_one_address_hold_no_more_than_the_cap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.service.max_held_tickets_per_user = 4;
+    config.service.max_held_tickets_per_address = 20;
+    let app = TestApp::start(config).await;
+    let (_, organizer) = app.with_role("org@example.com", "ORGANIZER").await;
+    let (event, tier) = app.published_event(&organizer, 1000).await;
+    let accounts = customers(&app, "hoarder", 50).await;
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for (i, token) in accounts.iter().enumerate() {
+        let answer = app
+            .gql(
+                Some(token),
+                HOLD,
+                json!({ "i": { "eventId": event, "tierId": tier, "quantity": 2, "idempotencyKey": format!("h-{i}") } }),
+            )
+            .await;
+        if answer["errors"].is_null() {
+            held.push((token.clone(), answer["data"]["holdTickets"]["id"].clone()));
+        } else {
+            assert_eq!(code(&answer), "LIMIT_EXCEEDED", "{answer}");
+            refused += 1;
+        }
+    }
+    assert_eq!((held.len(), refused), (10, 40));
+    let counts = app
+        .ok(
+            None,
+            "query($e: ID!) { event(id: $e) { tiers { held available } } }",
+            json!({ "e": event }),
+        )
+        .await;
+    assert_eq!(counts["event"]["tiers"][0]["held"], 20, "{counts}");
+
+    // A purchase paid at once holds nothing: it is checked against the caps, not counted.
+    let refused = app
+        .gql(
+            Some(&accounts[0]),
+            PURCHASE,
+            json!({ "i": { "eventId": event, "tierId": tier, "quantity": 1, "paymentToken": "tok_success", "idempotencyKey": "buy-0" } }),
+        )
+        .await;
+    assert_eq!(
+        code(&refused),
+        "LIMIT_EXCEEDED",
+        "the address is at its cap: {refused}"
+    );
+
+    // Paying for a hold frees its tickets from the caps.
+    let (payer, order) = &held[0];
+    app.ok(
+        Some(payer),
+        "mutation($o: ID!) { payOrder(orderId: $o, paymentToken: \"tok_success\") { status } }",
+        json!({ "o": order }),
+    )
+    .await;
+    app.ok(
+        Some(&accounts[49]),
+        HOLD,
+        json!({ "i": { "eventId": event, "tierId": tier, "quantity": 2, "idempotencyKey": "again" } }),
+    )
+    .await;
+
+    // One account alone stops at its own cap, over every event.
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir2.path());
+    config.service.max_held_tickets_per_user = 4;
+    let app2 = TestApp::start(config).await;
+    let (_, organizer) = app2.with_role("org@example.com", "ORGANIZER").await;
+    let (event_a, tier_a) = app2.published_event(&organizer, 10).await;
+    let (event_b, tier_b) = app2.published_event(&organizer, 10).await;
+    let (_, kim) = app2.customer("kim@example.com").await;
+    app2.ok(
+        Some(&kim),
+        HOLD,
+        json!({ "i": { "eventId": event_a, "tierId": tier_a, "quantity": 3, "idempotencyKey": "a" } }),
+    )
+    .await;
+    let over = app2
+        .gql(
+            Some(&kim),
+            HOLD,
+            json!({ "i": { "eventId": event_b, "tierId": tier_b, "quantity": 2, "idempotencyKey": "b" } }),
+        )
+        .await;
+    assert_eq!(code(&over), "LIMIT_EXCEEDED", "{over}");
+}
+
+/// Registrations are limited per client address.
+#[tokio::test]
+async fn registrations_are_rate_limited_per_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.service.register_rate = "5/h".parse().expect("rate");
+    let app = TestApp::start(config).await;
+    let register = |i: usize| json!({ "i": { "email": format!("bot-{i}@example.com"), "password": "password-123", "displayName": "bot" } });
+    for i in 0..5 {
+        app.ok(
+            None,
+            "mutation($i: RegisterInput!) { register(input: $i) { id } }",
+            register(i),
+        )
+        .await;
+    }
+    let sixth = app
+        .gql(
+            None,
+            "mutation($i: RegisterInput!) { register(input: $i) { id } }",
+            register(5),
+        )
+        .await;
+    assert_eq!(code(&sixth), "RATE_LIMITED", "{sixth}");
+}
+
+/// A login counts against the email it tries and the address it comes from, whatever
+/// token it carries: an attacker's accounts are not fresh allowances.
+#[tokio::test]
+async fn logins_are_limited_per_email_and_per_address_whatever_token_is_sent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.service.login_rate = "3/h".parse().expect("rate");
+    config.service.login_address_rate = "12/h".parse().expect("rate");
+    let app = TestApp::start(config).await;
+    app.customer("victim@example.com").await;
+    // Each attacker account logs in once (its own email's allowance).
+    let tokens = customers(&app, "attacker", 4).await;
+    const LOGIN: &str =
+        "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }";
+    let mut answers = Vec::new();
+    for token in &tokens {
+        let answer = app
+            .gql(
+                Some(token),
+                LOGIN,
+                json!({ "e": "Victim@Example.com ", "p": "guess-1234" }),
+            )
+            .await;
+        answers.push(code(&answer));
+    }
+    assert_eq!(
+        answers,
+        [
+            "UNAUTHENTICATED",
+            "UNAUTHENTICATED",
+            "RATE_LIMITED",
+            "RATE_LIMITED"
+        ],
+        "the victim's login allowance (3/h, one used at sign-up) is shared by every token"
+    );
+    // The address allowance (12/h): 5 logins at sign-up and the 2 attempts at the
+    // victim's email that its own limit let through; 5 more pass.
+    let mut more = Vec::new();
+    for i in 0..6 {
+        let answer = app
+            .gql(
+                None,
+                LOGIN,
+                json!({ "e": format!("nobody-{i}@example.com"), "p": "guess-1234" }),
+            )
+            .await;
+        more.push(code(&answer));
+    }
+    assert_eq!(
+        more,
+        [
+            "UNAUTHENTICATED",
+            "UNAUTHENTICATED",
+            "UNAUTHENTICATED",
+            "UNAUTHENTICATED",
+            "UNAUTHENTICATED",
+            "RATE_LIMITED"
+        ]
+    );
+}
+
+/// A flood of 2,000 registrations is refused at the door (bounded hashing queue) instead of
+/// queueing for minutes: purchases go on, and logins are answered (verifications go first).
+#[tokio::test]
+async fn a_registration_flood_neither_fails_purchases_nor_times_out_logins() {
+    use futures::StreamExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.service.request_timeout = Duration::from_secs(15);
+    let app = TestApp::start(config).await;
+    let (organizer, kim) = organizer_and_customer(&app).await;
+    let (event, tier) = app.published_event(&organizer, 1000).await;
+    let flood = {
+        let url = app.url("/graphql");
+        let http = app.http.clone();
+        tokio::spawn(async move {
+            futures::stream::iter(0..2000)
+                .map(|i| {
+                    let http = http.clone();
+                    let url = url.clone();
+                    async move {
+                        let body: Value = http
+                            .post(&url)
+                            .json(&json!({
+                                "query": "mutation($i: RegisterInput!) { register(input: $i) { id } }",
+                                "variables": { "i": { "email": format!("flood-{i}@example.com"), "password": "password-123", "displayName": "flood" } },
+                            }))
+                            .send()
+                            .await
+                            .expect("sent")
+                            .json()
+                            .await
+                            .expect("json");
+                        code(&body)
+                    }
+                })
+                .buffer_unordered(256)
+                .collect::<Vec<String>>()
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 0..20 {
+        let bought = app
+            .gql(
+                Some(&kim),
+                PURCHASE,
+                json!({ "i": { "eventId": event, "tierId": tier, "quantity": 1, "paymentToken": "tok_success", "idempotencyKey": format!("during-{i}") } }),
+            )
+            .await;
+        assert_eq!(
+            bought["data"]["purchaseTickets"]["status"], "PAID",
+            "{bought}"
+        );
+    }
+    for _ in 0..3 {
+        let login = app
+            .gql(
+                None,
+                "mutation { login(email: \"kim@example.com\", password: \"password-123\") { token } }",
+                json!({}),
+            )
+            .await;
+        assert!(
+            login["errors"].is_null(),
+            "a login during the flood: {login}"
+        );
+    }
+    let codes = flood.await.expect("flood");
+    let accepted = codes.iter().filter(|c| *c == "<none>").count();
+    let refused = codes.iter().filter(|c| *c == "RATE_LIMITED").count();
+    assert_eq!(
+        accepted + refused,
+        2000,
+        "only successes and RATE_LIMITED: {codes:?}"
+    );
+    assert!(refused > 0, "the hashing queue is bounded");
+}
