@@ -97,7 +97,16 @@ pub struct AppConfig {
     /// Email delivery of the in-process notifier.
     #[command(flatten)]
     pub smtp: SmtpSettings,
+
+    /// Run production mode on the simulated payment provider (which gives tickets away for
+    /// the test token `tok_success`): for a staging deployment only. Production mode
+    /// refuses to start on it otherwise.
+    #[arg(long, env = "TICKETING_ALLOW_SIMULATED_PAYMENTS")]
+    pub allow_simulated_payments: bool,
 }
+
+/// The shortest ticket-code key accepted in production mode, in bytes (256 bits).
+pub const MIN_PRODUCTION_TICKET_CODE_KEY_LEN: usize = 32;
 
 impl AppConfig {
     /// The defaults around a data directory and address.
@@ -114,9 +123,64 @@ impl AppConfig {
             notifier: NotifierMode::InProcess,
             hold_ttl: Duration::from_secs(600),
             smtp: SmtpSettings::default(),
+            allow_simulated_payments: false,
         }
     }
 }
+
+impl AppConfig {
+    /// Checks the settings together: the service's (see [`ServiceConfig::validate`]), and in
+    /// production mode a ticket-code key of at least
+    /// [`MIN_PRODUCTION_TICKET_CODE_KEY_LEN`] bytes and a real payment provider (or the
+    /// explicit `--allow-simulated-payments`).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.service.validate()?;
+        if self.hold_ttl < MIN_HOLD_TTL || self.hold_ttl > MAX_HOLD_TTL {
+            anyhow::bail!(
+                "the hold TTL (--hold-ttl) must be between {} and {}, got {}",
+                humantime::format_duration(MIN_HOLD_TTL),
+                humantime::format_duration(MAX_HOLD_TTL),
+                humantime::format_duration(self.hold_ttl)
+            );
+        }
+        if !self.service.production {
+            return Ok(());
+        }
+        match &self.ticket_code_key {
+            None => anyhow::bail!(
+                "production mode needs a ticket-code key (--ticket-code-key or TICKETING_TICKET_CODE_KEY)"
+            ),
+            Some(key)
+                if key.expose_secret().len() < MIN_PRODUCTION_TICKET_CODE_KEY_LEN
+                    || key.expose_secret() == DEV_TICKET_CODE_KEY =>
+            {
+                anyhow::bail!(
+                    "the ticket-code key must be at least {MIN_PRODUCTION_TICKET_CODE_KEY_LEN} \
+                     bytes of secret in production mode (a short key lets codes be forged)"
+                )
+            }
+            Some(_) => {}
+        }
+        if !self.allow_simulated_payments {
+            anyhow::bail!(
+                "production mode refuses the simulated payment provider, which gives tickets away \
+                 for the test token tok_success; no real provider is configured. For a staging \
+                 deployment, allow it explicitly with --allow-simulated-payments \
+                 (TICKETING_ALLOW_SIMULATED_PAYMENTS)"
+            );
+        }
+        tracing::warn!(
+            "production mode on the SIMULATED payment provider (--allow-simulated-payments): \
+             tickets are given away for test tokens"
+        );
+        Ok(())
+    }
+}
+
+/// The shortest hold accepted (load tests use holds of seconds to see them expire).
+pub const MIN_HOLD_TTL: Duration = Duration::from_secs(1);
+/// The longest hold accepted (the domain refuses longer ones).
+pub const MAX_HOLD_TTL: Duration = Duration::from_secs(24 * 3600);
 
 fn parse_secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(value))
@@ -132,8 +196,7 @@ pub fn open_store(config: &ServiceConfig, read_only: bool) -> anyhow::Result<Arc
         return Ok(Arc::new(store));
     }
     let dir = &config.data_dir;
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    secure_data_dir(dir)?;
     let options = store::sqlite::SqliteOptions::default();
     let store = if read_only {
         store::sqlite::SqliteStore::open_read_only(dir, options)
@@ -142,6 +205,42 @@ pub fn open_store(config: &ServiceConfig, read_only: bool) -> anyhow::Result<Arc
     }
     .with_context(|| format!("opening the event store in {}", dir.display()))?;
     Ok(Arc::new(store))
+}
+
+/// Creates the data directory if needed and makes it the owner's alone (mode 0700 on
+/// Unix): its files hold password hashes, webhook secrets and ticket secrets, and no file
+/// created in it is then reachable by another user, whatever its own mode.
+pub fn secure_data_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private to its owner", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Makes every file in the data directory readable and writable by its owner only (mode
+/// 0600 on Unix), in case the directory is ever copied or its mode widened.
+pub fn restrict_data_files(dir: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let entries = std::fs::read_dir(dir)
+            .with_context(|| format!("listing the data directory {}", dir.display()))?;
+        for entry in entries {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("restricting {}", entry.path().display()))?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 /// Finds an order's event on the read side, for payment webhooks of orders this process
@@ -174,12 +273,7 @@ pub struct Application {
 impl Application {
     /// Opens the store, starts every part and binds the listener.
     pub async fn build(config: AppConfig) -> anyhow::Result<Self> {
-        config.service.validate()?;
-        if config.service.production && config.ticket_code_key.is_none() {
-            anyhow::bail!(
-                "production mode needs a ticket-code key (--ticket-code-key or TICKETING_TICKET_CODE_KEY)"
-            );
-        }
+        config.validate()?;
         let listener = TcpListener::bind(config.service.addr)
             .await
             .with_context(|| format!("binding {}", config.service.addr))?;
@@ -198,8 +292,7 @@ impl Application {
         let sink = HttpSink::new(format!("http://{}/webhooks/payments", loopback(local_addr)))
             .map_err(|e| anyhow::anyhow!("payment webhook sink: {e}"))?;
         let data_dir = &config.service.data_dir;
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+        secure_data_dir(data_dir)?;
         let payments = Arc::new(
             SimulatedProvider::open(
                 SimulatorConfig::new(webhook_secret.clone().into_bytes()),
@@ -253,15 +346,22 @@ impl Application {
 
         // Roles come from the accounts read model at every request, so that a revoked
         // role stops working at once rather than when the token expires.
-        let jwt = Arc::new(JwtCodec::from_config(&config.service).with_current_roles({
-            let read_side = Arc::clone(&read_side);
-            Arc::new(move |user| {
-                read_side
-                    .accounts()
-                    .roles(domain::UserId(user))
-                    .map(|roles| roles.into_iter().map(crate::auth::Role::from).collect())
-            })
-        }));
+        let jwt = Arc::new(
+            JwtCodec::from_config(&config.service).with_current_account({
+                let read_side = Arc::clone(&read_side);
+                Arc::new(move |user| {
+                    read_side
+                        .accounts()
+                        .current(domain::UserId(user))
+                        .map(|(roles, session)| {
+                            (
+                                roles.into_iter().map(crate::auth::Role::from).collect(),
+                                session,
+                            )
+                        })
+                })
+            }),
+        );
         let ticket_key = config
             .ticket_code_key
             .as_ref()
@@ -292,15 +392,27 @@ impl Application {
             .await
             .context("catching the read side up with the store")?;
         if let (Some(email), Some(password)) = (&config.admin_email, &config.admin_password) {
-            ensure_admin(
+            let ensured = ensure_admin(
                 &services.accounts,
                 &services.read_side,
                 &services.passwords,
                 email,
                 password,
+                ExistingAccount::RequirePassword,
             )
             .await
-            .with_context(|| format!("creating the administrator {email}"))?;
+            .with_context(|| format!("creating the administrator {email}"));
+            if let Err(error) = ensured {
+                // Release what was started (the store's lock above all), so the data
+                // directory can be opened again at once.
+                commands.shutdown(config.service.shutdown_grace).await;
+                if let Some(notifier) = notifier {
+                    notifier.shutdown().await;
+                }
+                read_side.shutdown().await;
+                store.shutdown().await;
+                return Err(error);
+            }
         }
         tokio::spawn(report_projection_lag(
             Arc::clone(&store),
@@ -331,6 +443,8 @@ impl Application {
         .payment_webhook(webhook_handler(commands, webhook_secret))
         .routes(printable::router(Arc::clone(&services)))
         .build()?;
+        // Every file is open by now (SQLite gives its journals the database's mode).
+        restrict_data_files(&config.service.data_dir)?;
         http.readiness().set_ready(true);
 
         Ok(Self {
@@ -511,21 +625,46 @@ pub fn notifier_db(data_dir: &Path) -> PathBuf {
     data_dir.join(NOTIFIER_DB)
 }
 
+/// What [`ensure_admin`] does when an account with the email exists but is no admin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExistingAccount {
+    /// Promote it only if the given password is that account's: whoever registered the
+    /// email first must not become an administrator because an operator configured it.
+    RequirePassword,
+    /// Promote it whatever its password (an operator's explicit choice, on a stopped
+    /// system).
+    Promote,
+}
+
 /// Makes `email` an administrator: registers the account (with `password`) when no
-/// account has that email, or grants the role to the existing one. Safe to run at every
-/// start.
+/// account has that email; when one exists and is no admin, promotes it as `existing`
+/// says. Safe to run at every start.
 pub async fn ensure_admin(
     accounts: &AccountService,
     read_side: &ReadSide,
     passwords: &PasswordHasher,
     email: &str,
     password: &SecretString,
+    existing: ExistingAccount,
 ) -> anyhow::Result<domain::UserId> {
     use domain::{account::AccountCommand, account::AccountOutcome, aggregate::Actor};
     let admin = domain::aggregate::Role::Admin;
     let fail = |e: ApiError| anyhow::anyhow!("{}: {e}", e.code());
     if let Some(account) = read_side.accounts().by_email(email) {
         if !account.roles.contains(&admin) {
+            if existing == ExistingAccount::RequirePassword
+                && !passwords
+                    .verify(password, Some(&account.password_hash))
+                    .await
+                    .map_err(fail)?
+            {
+                anyhow::bail!(
+                    "an account with the email {email} already exists and the configured \
+                     password is not its password: refusing to make it an administrator \
+                     (log in as it and use its password, choose another email, or promote it \
+                     on the stopped system with `ticketing admin create --promote-existing`)"
+                );
+            }
             let request =
                 commands::RequestContext::new(Actor::System, uuid::Uuid::new_v4().to_string());
             let receipt = accounts
@@ -600,6 +739,62 @@ async fn report_projection_lag(store: Arc<dyn EventStore>, read_side: Arc<ReadSi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn production() -> AppConfig {
+        let mut config = AppConfig::new("./data", "127.0.0.1:0".parse().expect("addr"));
+        config.service.production = true;
+        config.service.jwt_secret = SecretString::from("j".repeat(32));
+        config.service.payment_webhook_secret = Some(SecretString::from("w".repeat(32)));
+        config.ticket_code_key = Some(SecretString::from("t".repeat(32)));
+        config.allow_simulated_payments = true;
+        config
+    }
+
+    /// Production mode refuses each development default that would let someone forge a
+    /// payment, a ticket or get tickets free.
+    #[test]
+    fn production_refuses_public_secrets_short_keys_and_free_payments() {
+        production()
+            .validate()
+            .expect("a complete production configuration");
+        let refused = |change: fn(&mut AppConfig)| {
+            let mut config = production();
+            change(&mut config);
+            config.validate().expect_err("refused").to_string()
+        };
+        // No webhook secret: webhooks would be checked against the public one.
+        assert!(refused(|c| c.service.payment_webhook_secret = None).contains("webhook secret"));
+        // A short ticket-code key, or the public one.
+        assert!(
+            refused(|c| c.ticket_code_key = Some(SecretString::from("short")))
+                .contains("ticket-code key")
+        );
+        assert!(
+            refused(|c| c.ticket_code_key = Some(SecretString::from(DEV_TICKET_CODE_KEY)))
+                .contains("ticket-code key")
+        );
+        assert!(refused(|c| c.ticket_code_key = None).contains("ticket-code key"));
+        // The simulated provider, unless explicitly allowed.
+        assert!(refused(|c| c.allow_simulated_payments = false).contains("simulated"));
+        // Development mode keeps its defaults.
+        let mut development = production();
+        development.service.production = false;
+        development.service.payment_webhook_secret = None;
+        development.ticket_code_key = None;
+        development.allow_simulated_payments = false;
+        development.validate().expect("development defaults");
+    }
+
+    #[test]
+    fn hold_ttl_is_bounded() {
+        let mut config = AppConfig::new("./data", "127.0.0.1:0".parse().expect("addr"));
+        config.hold_ttl = Duration::from_secs(25 * 3600);
+        assert!(config.validate().is_err());
+        config.hold_ttl = Duration::ZERO;
+        assert!(config.validate().is_err());
+        config.hold_ttl = Duration::from_secs(24 * 3600);
+        config.validate().expect("a day");
+    }
 
     #[test]
     fn a_webhook_claim_is_given_back_unless_the_event_was_handled() {

@@ -60,6 +60,9 @@ pub enum AuthError {
     /// The token is not one we issued (bad signature, issuer or claims).
     #[error("the token is invalid")]
     Invalid,
+    /// The token was issued before the account's password changed: that session ended.
+    #[error("this session has ended (the password was changed); log in again")]
+    SessionEnded,
 }
 
 /// The claims of the JWTs we issue.
@@ -75,6 +78,10 @@ pub struct Claims {
     pub exp: i64,
     /// Issuer: the configured service name.
     pub iss: String,
+    /// The account's session when the token was issued: a password change starts a new
+    /// one, and tokens of an older session are refused.
+    #[serde(default)]
+    pub sv: u32,
 }
 
 /// An authenticated caller.
@@ -123,14 +130,15 @@ pub struct JwtCodec {
     issuer: String,
     /// Lifetime of issued tokens.
     expiry: Duration,
-    /// The user's roles as they are now (the accounts read model), when known: a role
-    /// granted or revoked after a token was issued takes effect at the next request, not
-    /// at the next log-in.
-    current_roles: Option<CurrentRoles>,
+    /// The user's roles and session as they are now (the accounts read model), when known:
+    /// a role granted or revoked after a token was issued takes effect at the next
+    /// request, not at the next log-in, and a password change ends every older session.
+    current: Option<CurrentAccount>,
 }
 
-/// Looks up a user's roles as they are now; `None` for a user it does not know.
-pub type CurrentRoles = Arc<dyn Fn(Uuid) -> Option<Vec<Role>> + Send + Sync>;
+/// Looks up a user's roles and session (see [`Claims::sv`]) as they are now; `None` for a
+/// user it does not know.
+pub type CurrentAccount = Arc<dyn Fn(Uuid) -> Option<(Vec<Role>, u32)> + Send + Sync>;
 
 impl std::fmt::Debug for JwtCodec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -158,14 +166,15 @@ impl JwtCodec {
             validation,
             issuer,
             expiry,
-            current_roles: None,
+            current: None,
         }
     }
 
     /// The same codec, giving verified users the roles `current` says they hold now
-    /// instead of those their token was issued with (kept for users it does not know).
-    pub fn with_current_roles(mut self, current: CurrentRoles) -> Self {
-        self.current_roles = Some(current);
+    /// instead of those their token was issued with (kept for users it does not know), and
+    /// refusing tokens of a session `current` says has ended.
+    pub fn with_current_account(mut self, current: CurrentAccount) -> Self {
+        self.current = Some(current);
         self
     }
 
@@ -178,9 +187,20 @@ impl JwtCodec {
         )
     }
 
-    /// Issues a token for `user_id` with `roles`, valid from now.
+    /// Issues a token for `user_id` with `roles`, valid from now, in the account's first
+    /// session.
     pub fn issue(&self, user_id: Uuid, roles: &[Role]) -> Result<IssuedToken, ApiError> {
-        self.issue_at(user_id, roles, Utc::now())
+        self.issue_at(user_id, roles, 0, Utc::now())
+    }
+
+    /// Issues a token for `user_id` with `roles` in the account's session `session`.
+    pub fn issue_in_session(
+        &self,
+        user_id: Uuid,
+        roles: &[Role],
+        session: u32,
+    ) -> Result<IssuedToken, ApiError> {
+        self.issue_at(user_id, roles, session, Utc::now())
     }
 
     /// Issues a token as if it were `issued_at` (tests use a past time to get an expired
@@ -189,6 +209,7 @@ impl JwtCodec {
         &self,
         user_id: Uuid,
         roles: &[Role],
+        session: u32,
         issued_at: DateTime<Utc>,
     ) -> Result<IssuedToken, ApiError> {
         let lifetime = chrono::Duration::from_std(self.expiry).map_err(ApiError::internal)?;
@@ -199,6 +220,7 @@ impl JwtCodec {
             iat: issued_at.timestamp(),
             exp: expires_at.timestamp(),
             iss: self.issuer.clone(),
+            sv: session,
         };
         let token = jsonwebtoken::encode(
             &Header::new(jsonwebtoken::Algorithm::HS256),
@@ -224,11 +246,13 @@ impl JwtCodec {
             .timestamp_opt(data.claims.exp, 0)
             .single()
             .ok_or(AuthError::Invalid)?;
-        let roles = self
-            .current_roles
-            .as_ref()
-            .and_then(|current| current(data.claims.sub))
-            .unwrap_or(data.claims.roles);
+        let roles = match self.current.as_ref().and_then(|c| c(data.claims.sub)) {
+            Some((_, session)) if session != data.claims.sv => {
+                return Err(AuthError::SessionEnded);
+            }
+            Some((roles, _)) => roles,
+            None => data.claims.roles,
+        };
         Ok(AuthUser {
             user_id: data.claims.sub,
             roles,
@@ -680,6 +704,7 @@ mod tests {
             .issue_at(
                 user,
                 &[Role::Admin],
+                0,
                 Utc::now() - chrono::Duration::hours(2),
             )
             .expect("issues");

@@ -724,6 +724,8 @@ mod tests {
             "--production",
             "--jwt-secret",
             "0123456789abcdef0123456789abcdef",
+            "--payment-webhook-secret",
+            "fedcba9876543210fedcba9876543210",
         ])
         .expect("parses");
         assert_eq!(config.addr.port(), 9000);
@@ -821,10 +823,17 @@ mod tests {
         };
         assert_eq!(
             problems(&config),
-            vec![ConfigProblem::DevJwtSecretInProduction]
+            vec![
+                ConfigProblem::DevJwtSecretInProduction,
+                ConfigProblem::MissingWebhookSecret
+            ]
         );
         let message = config.validate().expect_err("refused").to_string();
         assert!(message.contains("TICKETING_JWT_SECRET"), "{message}");
+        assert!(
+            message.contains("TICKETING_PAYMENT_WEBHOOK_SECRET"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -836,6 +845,7 @@ mod tests {
         assert_eq!(problems(&short), vec![]);
         let production = ServiceConfig {
             production: true,
+            payment_webhook_secret: Some(SecretString::from("w".repeat(32))),
             ..short
         };
         assert_eq!(problems(&production), vec![ConfigProblem::WeakJwtSecret]);

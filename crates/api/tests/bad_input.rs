@@ -135,6 +135,7 @@ async fn bad_requests_get_clear_codes_and_change_nothing() {
         .issue_at(
             user,
             &[Role::Customer],
+            0,
             chrono::Utc::now() - chrono::Duration::hours(3),
         )
         .expect("token")

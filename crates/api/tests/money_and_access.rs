@@ -513,3 +513,113 @@ async fn a_registration_flood_neither_fails_purchases_nor_times_out_logins() {
     );
     assert!(refused > 0, "the hashing queue is bounded");
 }
+
+/// The administrator named in the configuration is not given to whoever registered that
+/// email first: the account's own password is required to promote it.
+#[tokio::test]
+async fn admin_bootstrap_never_promotes_an_account_it_cannot_log_in_to() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.admin_email = None;
+    config.admin_password = None;
+    let app = TestApp::start(config).await;
+    app.ok(
+        None,
+        "mutation($i: RegisterInput!) { register(input: $i) { id } }",
+        json!({ "i": { "email": ADMIN_EMAIL, "password": "attacker-password", "displayName": "not the admin" } }),
+    )
+    .await;
+    app.stop().await;
+
+    // The operator configures the admin with their own password: refused, not promoted.
+    let refused = api::Application::build(test_config(dir.path()))
+        .await
+        .err()
+        .expect("refused to promote");
+    assert!(format!("{refused:#}").contains("refusing"), "{refused:#}");
+    let mut config = test_config(dir.path());
+    config.admin_email = None;
+    config.admin_password = None;
+    let app = TestApp::start(config).await;
+    let token = app.login(ADMIN_EMAIL, "attacker-password").await;
+    let me = app.ok(Some(&token), "{ me { roles } }", json!({})).await;
+    assert_eq!(me["me"]["roles"], json!(["CUSTOMER"]), "{me}");
+    app.stop().await;
+
+    // With that account's own password, it is promoted.
+    let mut config = test_config(dir.path());
+    config.admin_password = Some(secrecy::SecretString::from("attacker-password"));
+    let app = TestApp::start(config).await;
+    let token = app.login(ADMIN_EMAIL, "attacker-password").await;
+    let me = app.ok(Some(&token), "{ me { roles } }", json!({})).await;
+    assert!(
+        me["me"]["roles"]
+            .as_array()
+            .expect("roles")
+            .contains(&json!("ADMIN")),
+        "{me}"
+    );
+}
+
+/// Changing a password needs the current one and ends every other session; the data
+/// files that hold password hashes are the owner's alone.
+#[tokio::test]
+async fn changing_a_password_needs_the_old_one_and_ends_other_sessions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = TestApp::spawn(dir.path()).await;
+    let (_, phone) = app.customer("kim@example.com").await;
+    let laptop = app.login("kim@example.com", "password-123").await;
+    const CHANGE: &str = "mutation($c: String!, $n: String!) { changePassword(currentPassword: $c, newPassword: $n) { token } }";
+    let wrong = app
+        .gql(
+            Some(&laptop),
+            CHANGE,
+            json!({ "c": "not-my-password", "n": "a-new-password" }),
+        )
+        .await;
+    assert_eq!(code(&wrong), "UNAUTHENTICATED", "{wrong}");
+    let changed = app
+        .ok(
+            Some(&laptop),
+            CHANGE,
+            json!({ "c": "password-123", "n": "a-new-password" }),
+        )
+        .await;
+    let fresh = changed["changePassword"]["token"].as_str().expect("token");
+    for old in [&phone, &laptop] {
+        let body = app.gql(Some(old), "{ me { id } }", json!({})).await;
+        assert_eq!(
+            code(&body),
+            "UNAUTHENTICATED",
+            "an older session ended: {body}"
+        );
+    }
+    app.ok(Some(fresh), "{ me { id } }", json!({})).await;
+    let relogin = app.login("kim@example.com", "a-new-password").await;
+    app.ok(Some(&relogin), "{ me { id } }", json!({})).await;
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode =
+            |path: &Path| std::fs::metadata(path).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(dir.path()), 0o700, "the data directory is the owner's");
+        let mut files = 0;
+        for entry in std::fs::read_dir(dir.path()).expect("list") {
+            let path = entry.expect("entry").path();
+            if path.is_file() {
+                files += 1;
+                assert_eq!(
+                    mode(&path) & 0o077,
+                    0,
+                    "{} is readable by others",
+                    path.display()
+                );
+            }
+        }
+        assert!(
+            files >= 4,
+            "the store, read models, notifier and payments files"
+        );
+    }
+}

@@ -528,6 +528,7 @@ async fn missing_expired_and_forged_tokens_are_unauthenticated() {
         .issue_at(
             user,
             &[Role::Customer],
+            0,
             chrono::Utc::now() - chrono::Duration::hours(3),
         )
         .expect("issues")
@@ -848,6 +849,8 @@ fn production_mode_with_the_default_secret_refuses_to_start() {
         "--production",
         "--jwt-secret",
         "a-long-enough-production-secret-0123456789",
+        "--payment-webhook-secret",
+        "a-long-enough-webhook-secret-0123456789ab",
     ])
     .expect("parses");
     cli.config.validate().expect("accepted");
@@ -1065,6 +1068,7 @@ async fn a_websocket_is_closed_when_its_token_expires() {
         .issue_at(
             Uuid::now_v7(),
             &[Role::Customer],
+            0,
             chrono::Utc::now() - chrono::Duration::seconds(3599),
         )
         .expect("issues")

@@ -24,6 +24,10 @@ pub struct AccountView {
     pub password_hash: String,
     pub roles: BTreeSet<Role>,
     pub registered_at: DateTime<Utc>,
+    /// How many times the password was changed: tokens issued before the last change name
+    /// an older session and are refused.
+    #[serde(default)]
+    pub session: u32,
 }
 
 /// The accounts read model.
@@ -59,7 +63,7 @@ pub(crate) const ACCOUNT_RECORD: &str = "AccountCommandAccepted";
 impl ReadModel for AccountsModel {
     type Feeds = ();
     const NAME: &'static str = "accounts";
-    const SNAPSHOT_VERSION: u32 = 1;
+    const SNAPSHOT_VERSION: u32 = 2;
 
     fn apply(&mut self, event: &RecordedEvent) -> Result<(), ApplyError> {
         let Some(user) = streams::parse_user(event.stream.as_str()) else {
@@ -90,6 +94,7 @@ impl ReadModel for AccountsModel {
                             password_hash: String::new(),
                             roles: e.roles,
                             registered_at: e.at,
+                            session: 0,
                         },
                         password_hash: e.password_hash,
                     },
@@ -98,6 +103,9 @@ impl ReadModel for AccountsModel {
             AccountEvent::ProfileUpdated(e) => {
                 if let Some(a) = self.accounts.get_mut(&user) {
                     a.view.display_name = e.display_name;
+                    if a.password_hash != e.password_hash {
+                        a.view.session = a.view.session.saturating_add(1);
+                    }
                     a.password_hash = e.password_hash;
                 }
             }
@@ -160,8 +168,17 @@ impl Accounts {
         self.inner.read(|m| m.by_ids(ids))
     }
 
-    /// An account's roles as they are now (checked on every authenticated request, so it
-    /// copies nothing else).
+    /// An account's roles and session as they are now (checked on every authenticated
+    /// request, so it copies nothing else).
+    pub fn current(&self, id: UserId) -> Option<(Vec<Role>, u32)> {
+        self.inner.read(|m| {
+            m.accounts
+                .get(&id)
+                .map(|a| (a.view.roles.iter().copied().collect(), a.view.session))
+        })
+    }
+
+    /// An account's roles as they are now.
     pub fn roles(&self, id: UserId) -> Option<Vec<Role>> {
         self.inner.read(|m| {
             m.accounts

@@ -17,7 +17,8 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum AdminCommand {
-    /// Create an administrator account, or give the admin role to an existing account.
+    /// Create an administrator account, or give the admin role to an existing account (whose
+    /// password must be given, unless `--promote-existing`).
     Create {
         /// The administrator's email.
         #[arg(long)]
@@ -31,6 +32,10 @@ enum AdminCommand {
         /// KurrentDB connection string, instead of the embedded store.
         #[arg(long, env = "TICKETING_KURRENTDB_URL")]
         kurrentdb_url: Option<String>,
+        /// Give the admin role to an existing account with this email even if `--password`
+        /// is not its password (without it, its own password is required).
+        #[arg(long)]
+        promote_existing: bool,
     },
 }
 
@@ -41,8 +46,14 @@ pub async fn run(args: Args) -> ExitCode {
         password,
         data_dir,
         kurrentdb_url,
+        promote_existing,
     } = args.command;
-    match create(email.clone(), password, data_dir, kurrentdb_url).await {
+    let existing = if promote_existing {
+        api::app::ExistingAccount::Promote
+    } else {
+        api::app::ExistingAccount::RequirePassword
+    };
+    match create(email.clone(), password, data_dir, kurrentdb_url, existing).await {
         Ok(user_id) => {
             println!("administrator {email} ({user_id}) is ready");
             ExitCode::SUCCESS
@@ -59,6 +70,7 @@ async fn create(
     password: String,
     data_dir: PathBuf,
     kurrentdb_url: Option<String>,
+    existing: api::app::ExistingAccount,
 ) -> anyhow::Result<domain::UserId> {
     let config = ServiceConfig {
         data_dir: data_dir.clone(),
@@ -84,6 +96,7 @@ async fn create(
             &PasswordHasher::default(),
             &email,
             &SecretString::from(password),
+            existing,
         )
         .await
     }

@@ -58,6 +58,10 @@ pub async fn run(args: Args) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Err(e) = api::app::restrict_data_files(&args.data_dir) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(1);
+    }
     tracing::info!(data_dir = %args.data_dir.display(), "notifier running");
     api::app::shutdown_signal().await;
     notifier.shutdown().await;

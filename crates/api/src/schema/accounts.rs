@@ -11,7 +11,7 @@ use super::{
     services, types::User,
 };
 use crate::{
-    auth::{Role, RoleGuard},
+    auth::{PasswordHasher, Role, RoleGuard},
     error::ApiError,
     rate_limit::{RateLimitedAction, RateLimits},
 };
@@ -56,13 +56,12 @@ pub struct AuthPayload {
     pub user: User,
 }
 
-/// Profile changes; absent fields keep their value.
+/// Profile changes; absent fields keep their value (the password changes with
+/// `changePassword`).
 #[derive(InputObject)]
 pub struct UpdateProfileInput {
     /// A new display name.
     pub display_name: Option<String>,
-    /// A new password (at least 8 characters).
-    pub password: Option<String>,
 }
 
 /// Mutations of accounts.
@@ -128,7 +127,10 @@ impl AccountMutation {
             ));
         };
         let roles: Vec<Role> = account.roles.iter().copied().map(super::api_role).collect();
-        let issued = services.jwt.issue(account.user_id.as_uuid(), &roles)?;
+        let issued =
+            services
+                .jwt
+                .issue_in_session(account.user_id.as_uuid(), &roles, account.session)?;
         Ok(AuthPayload {
             token: issued.token,
             expires_at: issued.expires_at,
@@ -136,7 +138,7 @@ impl AccountMutation {
         })
     }
 
-    /// Changes the caller's display name or password.
+    /// Changes the caller's display name.
     async fn update_profile(
         &self,
         ctx: &Context<'_>,
@@ -144,15 +146,6 @@ impl AccountMutation {
     ) -> Result<User, ApiError> {
         let user = caller(ctx)?;
         let services = services(ctx)?;
-        let password_hash = match input.password {
-            Some(password) => Some(
-                services
-                    .passwords
-                    .hash(&SecretString::from(password))
-                    .await?,
-            ),
-            None => None,
-        };
         let request = command_context(ctx, actor_of(user), None);
         let receipt = services
             .accounts
@@ -161,13 +154,77 @@ impl AccountMutation {
                 UserId(user.user_id),
                 AccountCommand::UpdateProfile {
                     display_name: input.display_name,
-                    password_hash,
+                    password_hash: None,
                 },
             )
             .await
             .map_err(command_error)?;
         read_your_writes(services, receipt.position).await?;
         account(services, UserId(user.user_id))
+    }
+
+    /// Changes the caller's password, given the current one. Every other session of the
+    /// account ends (tokens issued before are refused from now on); the answer carries a
+    /// fresh token for this one.
+    async fn change_password(
+        &self,
+        ctx: &Context<'_>,
+        current_password: String,
+        new_password: String,
+    ) -> Result<AuthPayload, ApiError> {
+        RateLimits::check_address(ctx, RateLimitedAction::Register)?;
+        let user = caller(ctx)?;
+        let services = services(ctx)?;
+        let new_password = SecretString::from(new_password);
+        PasswordHasher::check_new(&new_password)?;
+        let stored = services
+            .read_side
+            .accounts()
+            .by_id(UserId(user.user_id))
+            .ok_or_else(|| ApiError::NotFound("your account no longer exists".into()))?;
+        let matches = services
+            .passwords
+            .verify(
+                &SecretString::from(current_password),
+                Some(&stored.password_hash),
+            )
+            .await?;
+        if !matches {
+            return Err(ApiError::domain(
+                "UNAUTHENTICATED",
+                "the current password is wrong",
+            ));
+        }
+        let password_hash = services.passwords.hash(&new_password).await?;
+        let request = command_context(ctx, actor_of(user), None);
+        let receipt = services
+            .accounts
+            .execute(
+                &request,
+                UserId(user.user_id),
+                AccountCommand::UpdateProfile {
+                    display_name: None,
+                    password_hash: Some(password_hash),
+                },
+            )
+            .await
+            .map_err(command_error)?;
+        read_your_writes(services, receipt.position).await?;
+        let account = services
+            .read_side
+            .accounts()
+            .by_id(UserId(user.user_id))
+            .ok_or_else(|| ApiError::NotFound("your account no longer exists".into()))?;
+        let roles: Vec<Role> = account.roles.iter().copied().map(super::api_role).collect();
+        let issued =
+            services
+                .jwt
+                .issue_in_session(account.user_id.as_uuid(), &roles, account.session)?;
+        Ok(AuthPayload {
+            token: issued.token,
+            expires_at: issued.expires_at,
+            user: account.into(),
+        })
     }
 
     /// Gives a user a role (admins only). It holds from the user's next request, with the
