@@ -94,6 +94,8 @@ pub struct AuthUser {
     pub roles: Vec<Role>,
     /// When the credentials stop being valid.
     pub expires_at: DateTime<Utc>,
+    /// The account's session the credentials belong to (see [`Claims::sv`]).
+    pub session: u32,
 }
 
 impl AuthUser {
@@ -257,7 +259,25 @@ impl JwtCodec {
             user_id: data.claims.sub,
             roles,
             expires_at,
+            session: data.claims.sv,
         })
+    }
+
+    /// The user of credentials verified earlier (a WebSocket's, at its `connection_init`)
+    /// as they are now: with their current roles, refused if the credentials expired or
+    /// their session ended since.
+    pub fn refresh(&self, user: &AuthUser) -> Result<AuthUser, AuthError> {
+        if user.expires_at <= Utc::now() {
+            return Err(AuthError::Expired);
+        }
+        match self.current.as_ref().and_then(|c| c(user.user_id)) {
+            Some((_, session)) if session != user.session => Err(AuthError::SessionEnded),
+            Some((roles, _)) => Ok(AuthUser {
+                roles,
+                ..user.clone()
+            }),
+            None => Ok(user.clone()),
+        }
     }
 
     /// Authenticates an HTTP request from its `Authorization` header: `Ok(None)` when
@@ -805,6 +825,7 @@ mod tests {
             user_id: Uuid::now_v7(),
             roles: vec![Role::Operator],
             expires_at: Utc::now(),
+            session: 0,
         };
         assert!(RoleGuard::new(Role::Operator).check_user(&user).is_ok());
         let refused = RoleGuard::any_of(&[Role::Organizer, Role::Admin])

@@ -190,6 +190,16 @@ pub struct ServiceConfig {
     #[arg(long, env = "TICKETING_MAX_WEBSOCKET_CONNECTIONS_PER_ADDRESS", default_value_t = DEFAULT_MAX_WEBSOCKET_CONNECTIONS_PER_ADDRESS)]
     pub max_websocket_connections_per_address: usize,
 
+    /// How long a WebSocket may stay open before its `connection_init`; then it is closed
+    /// with 4408.
+    #[arg(long, env = "TICKETING_WEBSOCKET_INIT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub websocket_init_timeout: Duration,
+
+    /// How long a WebSocket may stay open with no operation running and no message from
+    /// its client; then it is closed (1000).
+    #[arg(long, env = "TICKETING_WEBSOCKET_IDLE_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub websocket_idle_timeout: Duration,
+
     /// Least time between two `seatAvailability` updates to one subscriber: changes in
     /// between are folded into the next update, which always carries the latest counts.
     /// `0s` sends every change.
@@ -232,6 +242,8 @@ impl Default for ServiceConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_websocket_connections: DEFAULT_MAX_WEBSOCKET_CONNECTIONS,
             max_websocket_connections_per_address: DEFAULT_MAX_WEBSOCKET_CONNECTIONS_PER_ADDRESS,
+            websocket_init_timeout: Duration::from_secs(10),
+            websocket_idle_timeout: Duration::from_secs(120),
             live_update_interval: DEFAULT_LIVE_UPDATE_INTERVAL,
         }
     }
@@ -277,6 +289,11 @@ impl ServiceConfig {
         }
         if self.max_websocket_connections_per_address == 0 {
             problems.push(ConfigProblem::WebSocketConnectionsOutOfRange(0));
+        }
+        for timeout in [self.websocket_init_timeout, self.websocket_idle_timeout] {
+            if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(24 * 3600) {
+                problems.push(ConfigProblem::WebSocketTimeoutOutOfRange(timeout));
+            }
         }
         if self.body_limit < 1024 || self.body_limit > MAX_BODY_LIMIT {
             problems.push(ConfigProblem::BodyLimitOutOfRange(self.body_limit));
@@ -548,6 +565,12 @@ pub enum ConfigProblem {
          public development secret"
     )]
     MissingWebhookSecret,
+    /// A WebSocket timeout under 100 ms or over a day.
+    #[error(
+        "the WebSocket initialisation and idle timeouts must be between 100 ms and 24 h, got {}",
+        humantime::format_duration(*.0)
+    )]
+    WebSocketTimeoutOutOfRange(Duration),
     /// A held-tickets cap of zero.
     #[error(
         "the held-tickets caps (--max-held-tickets-per-user, --max-held-tickets-per-address) \

@@ -111,6 +111,14 @@ pub const CLOSE_UNAUTHORIZED: u16 = 4401;
 /// operations on one WebSocket.
 pub const CLOSE_TOO_MANY_OPERATIONS: u16 = 4429;
 
+/// Close code sent when no `connection_init` arrives within the initialisation timeout
+/// (`graphql-transport-ws`'s `4408: Connection initialisation timeout`).
+pub const CLOSE_INIT_TIMEOUT: u16 = 4408;
+
+/// Close code sent to a connection with no operation and no message for the idle timeout
+/// (a normal closure: a client reconnects when it needs a subscription again).
+pub const CLOSE_IDLE: u16 = 1000;
+
 /// Most operations (subscriptions, or queries sent over the socket) one WebSocket may
 /// have running at once. Each costs a live stream on the server; without a cap one
 /// connection could open unboundedly many.
@@ -122,6 +130,8 @@ enum StopReason {
     Shutdown,
     Expired,
     TooManyOperations,
+    InitTimeout,
+    Idle,
 }
 
 /// The ids of the operations running on one WebSocket, seen from both directions: a
@@ -139,6 +149,14 @@ struct Envelope {
 }
 
 impl ActiveOperations {
+    /// Whether no operation is running.
+    fn is_empty(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_empty()
+    }
+
     /// Records a client message; `false` when it would start one operation too many.
     fn track_client_message(&self, message: &Result<Message, axum::Error>) -> bool {
         let bytes = match message {
@@ -199,6 +217,12 @@ pub struct HttpOptions {
     pub request_timeout: Duration,
     /// Most WebSocket connections served at once.
     pub max_websocket_connections: usize,
+    /// Most WebSocket connections one client address may have open at once.
+    pub max_websocket_connections_per_address: usize,
+    /// How long a WebSocket may stay open without `connection_init`.
+    pub websocket_init_timeout: Duration,
+    /// How long a WebSocket may stay open with no operation and no client message.
+    pub websocket_idle_timeout: Duration,
 }
 
 impl HttpOptions {
@@ -211,6 +235,9 @@ impl HttpOptions {
             shutdown_grace: config.shutdown_grace,
             request_timeout: config.request_timeout,
             max_websocket_connections: config.max_websocket_connections,
+            max_websocket_connections_per_address: config.max_websocket_connections_per_address,
+            websocket_init_timeout: config.websocket_init_timeout,
+            websocket_idle_timeout: config.websocket_idle_timeout,
         }
     }
 }
@@ -340,6 +367,11 @@ impl<E: Executor> HttpServiceBuilder<E> {
                     .min(Semaphore::MAX_PERMITS),
             )),
             max_websocket_connections: self.options.max_websocket_connections,
+            websockets_per_address: Arc::new(AddressSlots::new(
+                self.options.max_websocket_connections_per_address,
+            )),
+            websocket_init_timeout: self.options.websocket_init_timeout,
+            websocket_idle_timeout: self.options.websocket_idle_timeout,
         }));
 
         let mut timed = Router::new()
@@ -556,6 +588,114 @@ struct Inner<E> {
     websocket_slots: Arc<Semaphore>,
     /// The number of permits, for the refusal's message.
     max_websocket_connections: usize,
+    /// Open WebSockets per client address, capped.
+    websockets_per_address: Arc<AddressSlots>,
+    /// How long a WebSocket may wait before `connection_init`.
+    websocket_init_timeout: Duration,
+    /// How long a WebSocket may sit without operations and messages.
+    websocket_idle_timeout: Duration,
+}
+
+/// Open connections per client address, at most `max` each.
+struct AddressSlots {
+    max: usize,
+    open: std::sync::Mutex<std::collections::HashMap<crate::context::ClientKey, usize>>,
+}
+
+/// One open connection of an address; freed when dropped.
+struct AddressSlot {
+    slots: Arc<AddressSlots>,
+    key: crate::context::ClientKey,
+}
+
+impl AddressSlots {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            open: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// A slot for one more connection from `address`, unless it has `max` already.
+    fn take(self: &Arc<Self>, address: IpAddr) -> Option<AddressSlot> {
+        let key = crate::context::ClientKey::ip(address);
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(key).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            slots: Arc::clone(self),
+            key,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .slots
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The schema as WebSocket operations reach it: each operation (a query, a mutation or
+/// a subscription sent over the socket) runs with its caller's roles and session as they
+/// are when it starts, not as they were when the socket opened, exactly like an HTTP
+/// request. An operation of a session that has ended is refused as `UNAUTHENTICATED`.
+#[derive(Clone)]
+struct PerOperationAuth<E> {
+    executor: E,
+    jwt: Arc<JwtCodec>,
+}
+
+impl<E: Executor> Executor for PerOperationAuth<E> {
+    fn execute(
+        &self,
+        request: async_graphql::Request,
+    ) -> impl Future<Output = async_graphql::Response> + Send {
+        self.executor.execute(request)
+    }
+
+    fn execute_stream(
+        &self,
+        request: async_graphql::Request,
+        session_data: Option<Arc<Data>>,
+    ) -> futures::stream::BoxStream<'static, async_graphql::Response> {
+        let connection = session_data
+            .as_ref()
+            .and_then(|data| data.get(&std::any::TypeId::of::<RequestContext>()))
+            .and_then(|context| context.downcast_ref::<RequestContext>())
+            .cloned();
+        let request = match connection {
+            Some(mut context) => {
+                if let Some(user) = &context.user {
+                    match self.jwt.refresh(user) {
+                        Ok(user) => context.user = Some(user),
+                        Err(error) => {
+                            let response = ApiError::Unauthenticated(error).to_graphql_response();
+                            return Box::pin(futures::stream::once(async move { response }));
+                        }
+                    }
+                }
+                request.data(context)
+            }
+            None => request,
+        };
+        self.executor.execute_stream(request, session_data)
+    }
 }
 
 /// Who is calling: the request id and the client address.
@@ -729,6 +869,18 @@ async fn graphql_ws<E: Executor>(
         }
         .into_response();
     };
+    let Some(address_slot) = state.0.websockets_per_address.take(caller.client_ip) else {
+        metrics::counter!("api_websocket_refused_total", "reason" => "address").increment(1);
+        tracing::warn!(
+            client_ip = %caller.client_ip,
+            limit = state.0.websockets_per_address.max,
+            "WebSocket upgrade refused: too many connections from one address"
+        );
+        return ApiError::TooManyConnections {
+            limit: state.0.websockets_per_address.max,
+        }
+        .into_response();
+    };
     // Clients that can set headers may authenticate the upgrade itself; others send the
     // token in `connection_init`, which takes precedence.
     let header_user = match state.0.jwt.authenticate_headers(&headers) {
@@ -751,6 +903,7 @@ async fn graphql_ws<E: Executor>(
                 websocket_session(socket, state, protocol, context).await;
                 drop(session_guard);
                 drop(slot);
+                drop(address_slot);
             };
             with_correlation_id(caller.request_id, session).instrument(span)
         })
@@ -771,6 +924,41 @@ async fn websocket_session<E: Executor>(
     // subscription must not outlive the credentials that authorised it.
     let (expiry_tx, expiry_rx) = oneshot::channel::<DateTime<Utc>>();
     let mut shutdown = state.shutdown.clone();
+    // A socket that never initialises is closed (4408), as the protocol says; so is one
+    // that runs no operation and sends nothing for the idle timeout. Silent sockets must
+    // not hold the server's connection slots.
+    let initialised = Arc::new(tokio::sync::Notify::new());
+    let init_deadline = {
+        let initialised = Arc::clone(&initialised);
+        let timeout = state.websocket_init_timeout;
+        async move {
+            if tokio::time::timeout(timeout, initialised.notified())
+                .await
+                .is_ok()
+            {
+                future::pending::<()>().await;
+            }
+        }
+    };
+    let operations = Arc::new(ActiveOperations::default());
+    let last_message = Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
+    let idle = {
+        let operations = Arc::clone(&operations);
+        let last_message = Arc::clone(&last_message);
+        let timeout = state.websocket_idle_timeout;
+        async move {
+            loop {
+                let since = *last_message
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let due = since + timeout;
+                if tokio::time::Instant::now() >= due && operations.is_empty() {
+                    return;
+                }
+                tokio::time::sleep_until(due.max(tokio::time::Instant::now() + timeout / 4)).await;
+            }
+        }
+    };
     let stop = async move {
         let expiry = async move {
             match expiry_rx.await {
@@ -785,6 +973,8 @@ async fn websocket_session<E: Executor>(
         tokio::select! {
             _ = shutdown.wait_for(|started| *started) => StopReason::Shutdown,
             () = expiry => StopReason::Expired,
+            () = init_deadline => StopReason::InitTimeout,
+            () = idle => StopReason::Idle,
         }
     };
     let stop_reason = Arc::new(OnceLock::new());
@@ -801,6 +991,7 @@ async fn websocket_session<E: Executor>(
         let rate_limits = Arc::clone(&state.rate_limits);
         let rejected = Arc::clone(&rejected);
         move |payload: serde_json::Value| async move {
+            initialised.notify_one();
             let user = match jwt.authenticate_connection_init(&payload) {
                 Ok(Some(user)) => Some(user),
                 Ok(None) => context.user.clone(),
@@ -823,7 +1014,6 @@ async fn websocket_session<E: Executor>(
 
     // async-graphql closes a refused `connection_init` with 1002; the protocol recommends
     // 4403, which tells clients not to retry with the same credentials.
-    let operations = Arc::new(ActiveOperations::default());
     let outbound = {
         let rejected = Arc::clone(&rejected);
         let operations = Arc::clone(&operations);
@@ -847,6 +1037,9 @@ async fn websocket_session<E: Executor>(
         let operations = Arc::clone(&operations);
         let stop_reason = Arc::clone(&stop_reason);
         move |message| {
+            *last_message
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = tokio::time::Instant::now();
             let admitted = operations.track_client_message(message);
             if !admitted {
                 let _ = stop_reason.set(StopReason::TooManyOperations);
@@ -857,7 +1050,10 @@ async fn websocket_session<E: Executor>(
     GraphQLWebSocket::new_with_pair(
         (&mut sink).with(outbound),
         input,
-        state.executor.clone(),
+        PerOperationAuth {
+            executor: state.executor.clone(),
+            jwt: Arc::clone(&state.jwt),
+        },
         protocol,
     )
     .on_connection_init(on_connection_init)
@@ -873,6 +1069,10 @@ async fn websocket_session<E: Executor>(
             CLOSE_TOO_MANY_OPERATIONS,
             "too many operations on one connection",
         )),
+        Some(StopReason::InitTimeout) => {
+            Some((CLOSE_INIT_TIMEOUT, "connection initialisation timeout"))
+        }
+        Some(StopReason::Idle) => Some((CLOSE_IDLE, "idle: no operation running")),
         None => None,
     };
     if let Some((code, reason)) = closing {

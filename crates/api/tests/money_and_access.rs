@@ -623,3 +623,131 @@ async fn changing_a_password_needs_the_old_one_and_ends_other_sessions() {
         );
     }
 }
+
+/// Queries and mutations sent over a WebSocket run with the caller's roles and session as
+/// they are now, as over HTTP: a revoked role or an ended session does not live on in a
+/// socket opened before.
+#[tokio::test]
+async fn a_websocket_keeps_neither_revoked_roles_nor_ended_sessions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = TestApp::spawn(dir.path()).await;
+    let (organizer_id, organizer) = app.with_role("org@example.com", "ORGANIZER").await;
+    let (_, kim) = app.customer("kim@example.com").await;
+    let admin = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let mut org_socket = common::ws_connect(&app, Some(&organizer)).await;
+    let mut kim_socket = common::ws_connect(&app, Some(&kim)).await;
+    let create = json!({ "id": "1", "type": "subscribe", "payload": {
+        "query": common::CREATE_EVENT,
+        "variables": { "i": {
+            "name": "Over the socket", "venue": "Hall 1",
+            "startsAt": "2099-06-01T18:00:00Z", "endsAt": "2099-06-01T23:00:00Z",
+            "tiers": [{ "name": "Standard", "priceMinor": 100, "currency": "EUR", "capacity": 5 }],
+        } },
+    } });
+    common::ws_send(&mut org_socket, create.clone()).await;
+    let first = common::ws_next(&mut org_socket).await.expect("answer");
+    assert!(
+        first["payload"]["errors"].is_null(),
+        "allowed while granted: {first}"
+    );
+    let _ = common::ws_next(&mut org_socket).await; // complete
+
+    app.ok(
+        Some(&admin),
+        "mutation($u: ID!) { revokeRole(userId: $u, role: ORGANIZER) { roles } }",
+        json!({ "u": organizer_id }),
+    )
+    .await;
+    let mut again = create.clone();
+    again["id"] = json!("2");
+    common::ws_send(&mut org_socket, again).await;
+    let refused = common::ws_next(&mut org_socket).await.expect("answer");
+    let errors = if refused["type"] == "error" {
+        refused["payload"].clone()
+    } else {
+        refused["payload"]["errors"].clone()
+    };
+    assert_eq!(errors[0]["extensions"]["code"], "FORBIDDEN", "{refused}");
+
+    app.ok(
+        Some(&kim),
+        "mutation { changePassword(currentPassword: \"password-123\", newPassword: \"a-new-password\") { token } }",
+        json!({}),
+    )
+    .await;
+    common::ws_send(
+        &mut kim_socket,
+        json!({ "id": "1", "type": "subscribe", "payload": { "query": "{ me { id } }" } }),
+    )
+    .await;
+    let ended = common::ws_next(&mut kim_socket).await.expect("answer");
+    let errors = if ended["type"] == "error" {
+        ended["payload"].clone()
+    } else {
+        ended["payload"]["errors"].clone()
+    };
+    assert_eq!(
+        errors[0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{ended}"
+    );
+}
+
+/// Silent WebSockets cannot lock others out: one address has a few at most, a socket that
+/// never initialises is closed with 4408, and one that runs nothing is closed when idle.
+#[tokio::test]
+async fn silent_websockets_are_capped_per_address_and_closed() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.service.max_websocket_connections_per_address = 3;
+    config.service.websocket_init_timeout = Duration::from_millis(500);
+    config.service.websocket_idle_timeout = Duration::from_millis(800);
+    let app = TestApp::start(config).await;
+    let open = || async {
+        let mut request = format!("ws://{}/graphql/ws", app.addr)
+            .into_client_request()
+            .expect("request");
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            "graphql-transport-ws".parse().expect("header"),
+        );
+        tokio_tungstenite::connect_async(request).await
+    };
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(open().await.expect("within the cap").0);
+    }
+    match open().await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503);
+        }
+        other => panic!("a fourth socket from one address is refused: {other:?}"),
+    }
+    // Never initialised: closed with 4408 after the timeout, which frees the slots.
+    for socket in &mut silent {
+        let closed = common::ws_next(socket).await.expect_err("closed");
+        assert_eq!(closed.map(|f| u16::from(f.code)), Some(4408));
+    }
+    drop(silent);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Initialised but running nothing: closed when idle.
+    let mut idle = common::ws_connect(&app, None).await;
+    let closed = common::ws_next(&mut idle).await.expect_err("closed");
+    assert_eq!(closed.map(|f| u16::from(f.code)), Some(1000));
+    // A subscriber is not idle.
+    let (_, organizer) = app.with_role("org@example.com", "ORGANIZER").await;
+    let (event, _) = app.published_event(&organizer, 5).await;
+    let mut live = common::ws_connect(&app, None).await;
+    common::ws_send(
+        &mut live,
+        json!({ "id": "1", "type": "subscribe", "payload": {
+            "query": "subscription($e: ID!) { seatAvailability(eventId: $e) { tiers { available } } }",
+            "variables": { "e": event },
+        } }),
+    )
+    .await;
+    let first = common::ws_next(&mut live).await.expect("counts");
+    assert_eq!(first["type"], "next", "{first}");
+    let quiet = tokio::time::timeout(Duration::from_secs(2), common::ws_next(&mut live)).await;
+    assert!(quiet.is_err(), "a subscriber stays connected: {quiet:?}");
+}

@@ -70,12 +70,16 @@ impl ServerProcess {
             .arg(ADMIN_PASSWORD)
             .arg("--hold-ttl")
             .arg(hold_ttl)
-            // Every buyer logs in from the same loopback address and buys in a loop: the
-            // anti-abuse limits would measure themselves, not the sale.
-            .arg("--login-rate")
-            .arg("1000000/s")
-            .arg("--purchase-rate")
-            .arg("1000000/s")
+            // Every buyer registers and logs in from the same loopback address, buys in a
+            // loop and subscribes from it: the anti-abuse limits would measure themselves,
+            // not the sale.
+            .args(["--login-rate", "1000000/s"])
+            .args(["--login-address-rate", "1000000/s"])
+            .args(["--register-rate", "1000000/s"])
+            .args(["--purchase-rate", "1000000/s"])
+            .args(["--max-held-tickets-per-address", "1000000000"])
+            .args(["--max-held-tickets-per-user", "1000000"])
+            .args(["--max-websocket-connections-per-address", "1000000"])
             .arg("--log-filter")
             .arg("warn")
             .args(&self.options.extra_args)

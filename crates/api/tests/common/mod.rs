@@ -32,6 +32,7 @@ pub fn test_config(data_dir: &Path) -> AppConfig {
     config.service.purchase_rate = "10000/s".parse().expect("rate");
     config.service.max_held_tickets_per_user = 1_000_000;
     config.service.max_held_tickets_per_address = 1_000_000;
+    config.service.max_websocket_connections_per_address = 100_000;
     config.service.shutdown_grace = Duration::from_secs(5);
     config.admin_email = Some(ADMIN_EMAIL.into());
     config.admin_password = Some(SecretString::from(ADMIN_PASSWORD));
