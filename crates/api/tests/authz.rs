@@ -12,7 +12,7 @@ async fn each_role_gets_only_what_is_its_own() {
     let app = TestApp::spawn(dir.path()).await;
     let (_, organizer) = app.with_role("org@example.com", "ORGANIZER").await;
     let (_, rival) = app.with_role("rival@example.com", "ORGANIZER").await;
-    let (_, door) = app.with_role("door@example.com", "OPERATOR").await;
+    let (door_id, door) = app.with_role("door@example.com", "OPERATOR").await;
     let (alice_id, alice) = app.customer("alice@example.com").await;
     let (_, bob) = app.customer("bob@example.com").await;
     let admin = app.login(common::ADMIN_EMAIL, common::ADMIN_PASSWORD).await;
@@ -75,8 +75,8 @@ async fn each_role_gets_only_what_is_its_own() {
     let body = app
         .gql(
             Some(&bob),
-            "mutation($c: String!) { checkInTicket(code: $c) { id } }",
-            json!({ "c": ticket_code }),
+            "mutation($e: ID!, $c: String!) { checkInTicket(eventId: $e, code: $c) { id } }",
+            json!({ "e": event, "c": ticket_code }),
         )
         .await;
     assert_eq!(code(&body), "FORBIDDEN", "{body}");
@@ -174,11 +174,17 @@ async fn each_role_gets_only_what_is_its_own() {
         )
         .await;
     assert_eq!(code(&body), "FORBIDDEN", "{body}");
+    app.ok(
+        Some(&organizer),
+        "mutation($e: ID!, $u: ID!) { assignDoorStaff(eventId: $e, userId: $u) { id } }",
+        json!({ "e": event, "u": door_id }),
+    )
+    .await;
     let checked = app
         .ok(
             Some(&door),
-            "mutation($c: String!) { checkInTicket(code: $c) { status } }",
-            json!({ "c": ticket_code }),
+            "mutation($e: ID!, $c: String!) { checkInTicket(eventId: $e, code: $c) { status } }",
+            json!({ "e": event, "c": ticket_code }),
         )
         .await;
     assert_eq!(checked["checkInTicket"]["status"], "CHECKED_IN");
@@ -189,8 +195,8 @@ async fn each_role_gets_only_what_is_its_own() {
     let body = app
         .gql(
             Some(&door),
-            "mutation($c: String!) { checkInTicket(code: $c) { id } }",
-            json!({ "c": String::from_utf8(forged).expect("utf8") }),
+            "mutation($e: ID!, $c: String!) { checkInTicket(eventId: $e, code: $c) { id } }",
+            json!({ "e": event, "c": String::from_utf8(forged).expect("utf8") }),
         )
         .await;
     assert_eq!(code(&body), "INVALID_TICKET_CODE", "{body}");

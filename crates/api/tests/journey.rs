@@ -249,14 +249,28 @@ async fn organizer_sells_and_customers_buy_while_a_subscriber_watches() {
     assert_eq!(bobs["myTickets"], json!([{ "seat": "A-1" }]));
 
     // The door checks a ticket in once.
-    let (_, door) = app.with_role("door@example.com", "OPERATOR").await;
-    let check_in = "mutation($c: String!) { checkInTicket(code: $c) { status checkedInAt } }";
+    let (door_id, door) = app.with_role("door@example.com", "OPERATOR").await;
+    app.ok(
+        Some(&organizer),
+        "mutation($e: ID!, $u: ID!) { assignDoorStaff(eventId: $e, userId: $u) { id } }",
+        json!({ "e": event_id, "u": door_id }),
+    )
+    .await;
+    let check_in = "mutation($e: ID!, $c: String!) { checkInTicket(eventId: $e, code: $c) { status checkedInAt } }";
     let checked = app
-        .ok(Some(&door), check_in, json!({ "c": code_of_first }))
+        .ok(
+            Some(&door),
+            check_in,
+            json!({ "e": event_id, "c": code_of_first }),
+        )
         .await;
     assert_eq!(checked["checkInTicket"]["status"], "CHECKED_IN");
     let again = app
-        .gql(Some(&door), check_in, json!({ "c": code_of_first }))
+        .gql(
+            Some(&door),
+            check_in,
+            json!({ "e": event_id, "c": code_of_first }),
+        )
         .await;
     assert_eq!(code(&again), "ALREADY_CHECKED_IN", "{again}");
 

@@ -751,3 +751,114 @@ async fn silent_websockets_are_capped_per_address_and_closed() {
     let quiet = tokio::time::timeout(Duration::from_secs(2), common::ws_next(&mut live)).await;
     assert!(quiet.is_err(), "a subscriber stays connected: {quiet:?}");
 }
+
+/// Door staff check in only the events they are assigned to: an operator of another
+/// event is refused, a ticket of another event is WRONG_EVENT, and taking someone off an
+/// event ends their access.
+#[tokio::test]
+async fn operators_check_in_only_the_events_they_are_assigned_to() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = TestApp::spawn(dir.path()).await;
+    let (organizer, kim) = organizer_and_customer(&app).await;
+    let (door_a_id, door_a) = app.with_role("door-a@example.com", "OPERATOR").await;
+    let (_, door_b) = app.with_role("door-b@example.com", "OPERATOR").await;
+    let (customer_id, _) = app.customer("not-door@example.com").await;
+    let (event, tier) = app.published_event(&organizer, 10).await;
+    let (other_event, _) = app.published_event(&organizer, 10).await;
+    const ASSIGN: &str =
+        "mutation($e: ID!, $u: ID!) { assignDoorStaff(eventId: $e, userId: $u) { doorStaffIds } }";
+    let assigned = app
+        .ok(
+            Some(&organizer),
+            ASSIGN,
+            json!({ "e": event, "u": door_a_id }),
+        )
+        .await;
+    assert_eq!(
+        assigned["assignDoorStaff"]["doorStaffIds"],
+        json!([door_a_id])
+    );
+    let not_operator = app
+        .gql(
+            Some(&organizer),
+            ASSIGN,
+            json!({ "e": event, "u": customer_id }),
+        )
+        .await;
+    assert_eq!(code(&not_operator), "INVALID_INPUT", "{not_operator}");
+    let staffed = app
+        .ok(Some(&door_a), "{ myDoorEvents { id } }", json!({}))
+        .await;
+    assert_eq!(staffed["myDoorEvents"], json!([{ "id": event }]));
+
+    let bought = app
+        .ok(
+            Some(&kim),
+            "mutation($i: PurchaseTicketsInput!) { purchaseTickets(input: $i) { tickets { code } } }",
+            json!({ "i": { "eventId": event, "tierId": tier, "quantity": 2, "paymentToken": "tok_success", "idempotencyKey": "door" } }),
+        )
+        .await;
+    let codes: Vec<String> = bought["purchaseTickets"]["tickets"]
+        .as_array()
+        .expect("tickets")
+        .iter()
+        .map(|t| t["code"].as_str().expect("code").to_owned())
+        .collect();
+    const CHECK_IN: &str =
+        "mutation($e: ID!, $c: String!) { checkInTicket(eventId: $e, code: $c) { status } }";
+    let stranger = app
+        .gql(
+            Some(&door_b),
+            CHECK_IN,
+            json!({ "e": event, "c": codes[0] }),
+        )
+        .await;
+    assert_eq!(
+        code(&stranger),
+        "FORBIDDEN",
+        "an operator of no event: {stranger}"
+    );
+    let wrong = app
+        .gql(
+            Some(&door_a),
+            CHECK_IN,
+            json!({ "e": other_event, "c": codes[0] }),
+        )
+        .await;
+    assert_eq!(code(&wrong), "WRONG_EVENT", "{wrong}");
+    let checked = app
+        .ok(
+            Some(&door_a),
+            CHECK_IN,
+            json!({ "e": event, "c": codes[0] }),
+        )
+        .await;
+    assert_eq!(checked["checkInTicket"]["status"], "CHECKED_IN");
+    app.ok(
+        Some(&organizer),
+        "mutation($e: ID!, $u: ID!) { unassignDoorStaff(eventId: $e, userId: $u) { id } }",
+        json!({ "e": event, "u": door_a_id }),
+    )
+    .await;
+    let removed = app
+        .gql(
+            Some(&door_a),
+            CHECK_IN,
+            json!({ "e": event, "c": codes[1] }),
+        )
+        .await;
+    assert_eq!(
+        code(&removed),
+        "FORBIDDEN",
+        "taken off the event: {removed}"
+    );
+    // The organizer may always check in their own event.
+    let checked = app
+        .ok(
+            Some(&organizer),
+            CHECK_IN,
+            json!({ "e": event, "c": codes[1] }),
+        )
+        .await;
+    assert_eq!(checked["checkInTicket"]["status"], "CHECKED_IN");
+}

@@ -230,6 +230,8 @@ event_codec!(InventoryEvent {
     OrderCancelled => "OrderCancelled" v 1,
     RefundIssued => "RefundIssued" v 1,
     TicketCheckedIn => "TicketCheckedIn" v 1,
+    DoorStaffAssigned => "DoorStaffAssigned" v 1,
+    DoorStaffUnassigned => "DoorStaffUnassigned" v 1,
     CommandAccepted => "InventoryCommandAccepted" v 1,
 });
 

@@ -84,6 +84,14 @@ fn every_inventory_event() -> Vec<InventoryEvent> {
             order_id: order(1),
             at: t(2),
         }),
+        InventoryEvent::DoorStaffAssigned(DoorStaffChanged {
+            user_id: buyer(7),
+            at: t(2),
+        }),
+        InventoryEvent::DoorStaffUnassigned(DoorStaffChanged {
+            user_id: buyer(7),
+            at: t(3),
+        }),
         // The two events that may carry their decision's idempotency record, carrying one.
         stamped(
             held(2, buyer(1), 1, t(10)),
@@ -123,7 +131,7 @@ fn every_event_round_trips_through_its_stored_form() {
             AnyEvent::Inventory(event.clone())
         );
     }
-    assert_eq!(names.len(), 20, "every inventory event type is covered");
+    assert_eq!(names.len(), 22, "every inventory event type is covered");
 
     let email = Email::parse("a@b.io").unwrap();
     let accounts = vec![

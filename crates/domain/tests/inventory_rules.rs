@@ -1730,6 +1730,96 @@ fn void_unknown_and_unauthorised_check_ins_are_refused() {
         .rejected("FORBIDDEN");
 }
 
+/// Check-in is for this event's door staff: an operator the organizer did not assign (or
+/// took off the event) is refused, as is a user assigned without the OPERATOR role.
+#[test]
+fn only_the_events_own_door_staff_check_in() {
+    let check_in = InventoryCommand::CheckIn {
+        ticket_id: ticket(1),
+    };
+    let stranger = Actor::user(UserId(uuid::Uuid::from_u128(0xD1)), [Role::Operator]);
+    on(sold_one())
+        .when(cmd(stranger.clone(), "k", t(100), check_in.clone()))
+        .rejected("FORBIDDEN");
+    let (_, _, assigned) = on(sold_one())
+        .when(cmd(
+            organizer(),
+            "assign",
+            t(50),
+            InventoryCommand::AssignDoorStaff {
+                user_id: UserId(uuid::Uuid::from_u128(0xD1)),
+            },
+        ))
+        .accepted();
+    assert!(
+        assigned
+            .door_staff()
+            .contains(&UserId(uuid::Uuid::from_u128(0xD1)))
+    );
+    let history = plus(
+        sold_one(),
+        [InventoryEvent::DoorStaffAssigned(DoorStaffChanged {
+            user_id: UserId(uuid::Uuid::from_u128(0xD1)),
+            at: t(50),
+        })],
+    );
+    on(history.clone())
+        .when(cmd(stranger.clone(), "k", t(100), check_in.clone()))
+        .accepted();
+    // Assigned, but not door staff of the platform.
+    let customer_assigned = Actor::user(UserId(uuid::Uuid::from_u128(0xD1)), [Role::Customer]);
+    on(history.clone())
+        .when(cmd(customer_assigned, "k", t(100), check_in.clone()))
+        .rejected("FORBIDDEN");
+    // Assigned twice, or by someone else.
+    on(history.clone())
+        .when(cmd(
+            organizer(),
+            "again",
+            t(60),
+            InventoryCommand::AssignDoorStaff {
+                user_id: UserId(uuid::Uuid::from_u128(0xD1)),
+            },
+        ))
+        .rejected("ALREADY_EXISTS");
+    on(sold_one())
+        .when(cmd(
+            other_organizer(),
+            "assign",
+            t(50),
+            InventoryCommand::AssignDoorStaff {
+                user_id: UserId(uuid::Uuid::from_u128(0xD1)),
+            },
+        ))
+        .rejected("FORBIDDEN");
+    // Taken off the event: refused again.
+    let (_, _, unassigned) = on(history)
+        .when(cmd(
+            organizer(),
+            "off",
+            t(70),
+            InventoryCommand::UnassignDoorStaff {
+                user_id: UserId(uuid::Uuid::from_u128(0xD1)),
+            },
+        ))
+        .accepted();
+    assert!(
+        !unassigned
+            .door_staff()
+            .contains(&UserId(uuid::Uuid::from_u128(0xD1)))
+    );
+    on(sold_one())
+        .when(cmd(
+            organizer(),
+            "off",
+            t(70),
+            InventoryCommand::UnassignDoorStaff {
+                user_id: UserId(uuid::Uuid::from_u128(0xD1)),
+            },
+        ))
+        .rejected("NOT_FOUND");
+}
+
 // ---------------------------------------------------------------- idempotency
 
 #[test]

@@ -120,6 +120,7 @@ fn setup() -> Vec<InventoryEvent> {
         ga_tier(8),
         seated_tier(),
         seats_added(&["A-1", "A-2", "A-3", "A-4", "A-5", "A-6"]),
+        door_assigned(),
     ]
 }
 

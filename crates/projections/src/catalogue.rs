@@ -144,6 +144,8 @@ pub struct EventView {
     pub tiers: Vec<TierAvailability>,
     /// Number of seats in the seat map (0 for general admission only).
     pub seat_count: usize,
+    /// Who checks its tickets in at the door, besides the organizer and admins.
+    pub door_staff: Vec<UserId>,
     /// When the event was created (its first stored event).
     pub created_at: DateTime<Utc>,
     /// Global position of the last event that changed this event (idempotency records,
@@ -226,6 +228,9 @@ struct EventEntry {
     seats: SeatMap,
     /// Seat id -> index in `seats`.
     seat_index: HashMap<SeatId, u32>,
+    /// Door staff, in the order they were assigned.
+    #[serde(default)]
+    door_staff: Vec<UserId>,
     /// When the event was created, shown in listings.
     created_at: DateTime<Utc>,
     /// Position of the last event of this stream folded in.
@@ -243,6 +248,7 @@ impl EventEntry {
             per_user_limit: self.per_user_limit,
             tiers: self.tiers.iter().map(TierEntry::view).collect(),
             seat_count: self.seats.len(),
+            door_staff: self.door_staff.clone(),
             created_at: self.created_at,
             position: self.position,
         }
@@ -328,7 +334,7 @@ pub struct AvailabilityFeeds {
 impl ReadModel for CatalogueModel {
     type Feeds = AvailabilityFeeds;
     const NAME: &'static str = "catalogue";
-    const SNAPSHOT_VERSION: u32 = 1;
+    const SNAPSHOT_VERSION: u32 = 2;
 
     fn apply(&mut self, event: &RecordedEvent) -> Result<(), ApplyError> {
         let Some(event_id) = decode::inventory_stream(event) else {
@@ -381,6 +387,7 @@ impl CatalogueModel {
                         tiers: Vec::new(),
                         seats: SeatMap::default(),
                         seat_index: HashMap::new(),
+                        door_staff: Vec::new(),
                         created_at: recorded.metadata.recorded_at,
                         position: recorded.position,
                     },
@@ -412,6 +419,12 @@ impl CatalogueModel {
                 })
             }
             E::PerUserLimitSet(e) => entry.per_user_limit = e.limit,
+            E::DoorStaffAssigned(e) => {
+                if !entry.door_staff.contains(&e.user_id) {
+                    entry.door_staff.push(e.user_id);
+                }
+            }
+            E::DoorStaffUnassigned(e) => entry.door_staff.retain(|u| *u != e.user_id),
             E::EventPublished(_) => entry.status = EventStatus::Published,
             E::EventCancelled(_) => entry.status = EventStatus::Cancelled,
             E::TierAdded(e) if !entry.tiers.iter().any(|t| t.id == e.tier_id) => {
@@ -532,6 +545,16 @@ impl CatalogueModel {
     pub fn events_by_ids(&self, ids: &[EventId]) -> HashMap<EventId, EventView> {
         ids.iter()
             .filter_map(|id| self.event(*id).map(|v| (*id, v)))
+            .collect()
+    }
+
+    /// The events `user` is door staff of, not cancelled, by start time.
+    pub fn staffed_by(&self, user: UserId) -> Vec<EventView> {
+        self.listing
+            .iter()
+            .filter_map(|(_, id)| self.events.get(id).map(|e| (*id, e)))
+            .filter(|(_, e)| e.status != EventStatus::Cancelled && e.door_staff.contains(&user))
+            .map(|(id, e)| e.view(id))
             .collect()
     }
 
@@ -670,6 +693,11 @@ impl Catalogue {
     /// The events among `ids` that exist, by id (for batch loaders).
     pub fn events_by_ids(&self, ids: &[EventId]) -> HashMap<EventId, EventView> {
         self.inner.read(|m| m.events_by_ids(ids))
+    }
+
+    /// The events `user` is door staff of, not cancelled, by start time.
+    pub fn staffed_by(&self, user: UserId) -> Vec<EventView> {
+        self.inner.read(|m| m.staffed_by(user))
     }
 
     /// Events matching `filter`, ordered by start time then id.

@@ -206,6 +206,14 @@ async fn load(args: &Args) -> anyhow::Result<()> {
     client
         .call(Some(&organizers[0]), publish, json!({ "e": concert_id }))
         .await?;
+    client
+        .call(
+            Some(&organizers[0]),
+            "mutation($e: ID!, $u: ID!) { assignDoorStaff(eventId: $e, userId: $u) { id } }",
+            json!({ "e": concert_id, "u": door_id }),
+        )
+        .await
+        .context("assigning the door operator to the concert")?;
 
     let conference = client
         .call(
@@ -275,7 +283,7 @@ async fn load(args: &Args) -> anyhow::Result<()> {
     println!("  seated event   {concert_id}  (Harbour Hall, 56 seats in 2 tiers)");
     println!("  unseated event {conference_id}  (RustConf Europe, 3 tiers)");
     println!("  organizers     lena@harbour-hall.example, omar@rustconf.example");
-    println!("  door operator  sam@harbour-hall.example");
+    println!("  door operator  sam@harbour-hall.example (door staff of the concert)");
     println!(
         "  customers      {} ({orders} paid orders)",
         customers.map(|c| c.0).join(", ")

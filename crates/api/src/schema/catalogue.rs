@@ -123,6 +123,19 @@ impl CatalogueQuery {
         })
     }
 
+    /// The events the caller checks tickets in at, by start time (door staff).
+    #[graphql(guard = "RoleGuard::new(Role::Operator)")]
+    async fn my_door_events(&self, ctx: &Context<'_>) -> Result<Vec<Event>, ApiError> {
+        let user = caller(ctx)?;
+        Ok(services(ctx)?
+            .read_side
+            .catalogue()
+            .staffed_by(domain::UserId(user.user_id))
+            .into_iter()
+            .map(Event)
+            .collect())
+    }
+
     /// One event with its tiers, live availability and seats. A draft is visible to its
     /// organizer and admins only.
     async fn event(&self, ctx: &Context<'_>, id: ID) -> Result<Event, ApiError> {
@@ -471,6 +484,52 @@ impl CatalogueMutation {
         }
         organizer_command(ctx, &event_id, idempotency_key, |_| {
             Ok(InventoryCommand::AddSeats { seats })
+        })
+        .await
+    }
+
+    /// Makes a user with the OPERATOR role door staff of an event: they may check its
+    /// tickets in (its organizer or an admin).
+    #[graphql(guard = "RoleGuard::any_of(&[Role::Organizer, Role::Admin])")]
+    async fn assign_door_staff(
+        &self,
+        ctx: &Context<'_>,
+        event_id: ID,
+        user_id: ID,
+        idempotency_key: Option<String>,
+    ) -> Result<Event, ApiError> {
+        let user_id: domain::UserId = parse_id("userId", &user_id)?;
+        let operator = services(ctx)?
+            .read_side
+            .accounts()
+            .roles(user_id)
+            .ok_or_else(|| ApiError::NotFound(format!("no user {user_id}")))?;
+        if !operator.contains(&domain::Role::Operator) {
+            return Err(ApiError::invalid_field(
+                "userId",
+                format!(
+                    "user {user_id} is not door staff: an admin grants the OPERATOR role first"
+                ),
+            ));
+        }
+        organizer_command(ctx, &event_id, idempotency_key, |_| {
+            Ok(InventoryCommand::AssignDoorStaff { user_id })
+        })
+        .await
+    }
+
+    /// Takes a user off an event's door staff (its organizer or an admin).
+    #[graphql(guard = "RoleGuard::any_of(&[Role::Organizer, Role::Admin])")]
+    async fn unassign_door_staff(
+        &self,
+        ctx: &Context<'_>,
+        event_id: ID,
+        user_id: ID,
+        idempotency_key: Option<String>,
+    ) -> Result<Event, ApiError> {
+        let user_id: domain::UserId = parse_id("userId", &user_id)?;
+        organizer_command(ctx, &event_id, idempotency_key, |_| {
+            Ok(InventoryCommand::UnassignDoorStaff { user_id })
         })
         .await
     }

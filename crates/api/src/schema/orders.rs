@@ -350,15 +350,29 @@ impl OrderMutation {
         changed_order(services, receipt.position, order_id).await
     }
 
-    /// Checks a ticket in at the door by its scanned code (operators). A forged code is
-    /// refused before any lookup; a ticket is checked in once.
-    #[graphql(guard = "RoleGuard::any_of(&[Role::Operator, Role::Admin])")]
-    async fn check_in_ticket(&self, ctx: &Context<'_>, code: String) -> Result<Ticket, ApiError> {
+    /// Checks a ticket in at the door of `eventId` by its scanned code: the event's door
+    /// staff, its organizer or an admin. A forged code is refused before any lookup
+    /// (`INVALID_TICKET_CODE`), a ticket of another event is `WRONG_EVENT`, and a ticket is
+    /// checked in once (`ALREADY_CHECKED_IN`).
+    #[graphql(guard = "RoleGuard::any_of(&[Role::Operator, Role::Organizer, Role::Admin])")]
+    async fn check_in_ticket(
+        &self,
+        ctx: &Context<'_>,
+        event_id: ID,
+        code: String,
+    ) -> Result<Ticket, ApiError> {
         let user = caller(ctx)?;
         let services = services(ctx)?;
+        let event_id: EventId = parse_id("eventId", &event_id)?;
         let claims = services.ticket_codes.verify(code.trim()).map_err(|_| {
             ApiError::domain("INVALID_TICKET_CODE", "this ticket code is not genuine")
         })?;
+        if claims.event_id != event_id.as_uuid() {
+            return Err(ApiError::domain(
+                "WRONG_EVENT",
+                "this ticket is for another event",
+            ));
+        }
         let ticket_id = TicketId(claims.ticket_id);
         let view = services
             .read_side

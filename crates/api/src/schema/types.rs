@@ -289,6 +289,20 @@ impl Event {
     async fn per_user_limit(&self) -> Option<u32> {
         self.0.per_user_limit
     }
+    /// The user ids of the event's door staff (its organizer and admins only).
+    async fn door_staff_ids(&self, ctx: &Context<'_>) -> Result<Vec<ID>, ApiError> {
+        if !super::catalogue::manages(super::maybe_caller(ctx), &self.0) {
+            return Err(ApiError::forbidden(
+                "only the event's organizer or an admin sees its door staff",
+            ));
+        }
+        Ok(self
+            .0
+            .door_staff
+            .iter()
+            .map(|u| ID(u.to_string()))
+            .collect())
+    }
     /// Tiers with their live counts.
     async fn tiers(&self) -> Vec<Tier> {
         self.0.tiers.iter().cloned().map(Tier).collect()

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::idempotency::fingerprint;
 
-use crate::ids::{EventId, OrderId, SeatId, TicketId, TierId};
+use crate::ids::{EventId, OrderId, SeatId, TicketId, TierId, UserId};
 
 /// A command for one ticketed event's inventory (stream `inventory-<event id>`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,8 +91,13 @@ pub enum InventoryCommand {
         /// The refunded currency.
         currency: String,
     },
-    /// Check a ticket in at the door, once.
+    /// Check a ticket in at the door, once (the event's door staff, its organizer or an
+    /// admin).
     CheckIn { ticket_id: TicketId },
+    /// Make a user door staff of this event (the caller checks they are an `OPERATOR`).
+    AssignDoorStaff { user_id: UserId },
+    /// Take a user off this event's door staff.
+    UnassignDoorStaff { user_id: UserId },
 }
 
 impl InventoryCommand {
@@ -136,6 +141,8 @@ impl InventoryCommand {
             Self::CancelOrder { .. } => "CancelOrder",
             Self::RecordRefund { .. } => "RecordRefund",
             Self::CheckIn { .. } => "CheckIn",
+            Self::AssignDoorStaff { .. } => "AssignDoorStaff",
+            Self::UnassignDoorStaff { .. } => "UnassignDoorStaff",
         }
     }
 }

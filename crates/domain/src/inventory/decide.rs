@@ -57,6 +57,8 @@ pub mod limits {
     pub const MAX_PAYMENT_REF_LEN: usize = 200;
     /// Longest refund id, in characters.
     pub const MAX_REFUND_ID_LEN: usize = 200;
+    /// Most door staff one event may have.
+    pub const MAX_DOOR_STAFF: usize = 500;
     /// Most orders one step of an event's cancellation cancels: the event's cancellation
     /// and then each `CancelRemainingOrders` write at most this many `OrderCancelled`, so
     /// that an event of any size is cancelled in appends the store accepts.
@@ -480,13 +482,52 @@ impl Inventory {
                 *amount_minor,
                 currency,
             ),
+            C::AssignDoorStaff { user_id } => {
+                self.organizer_may_change(meta, event)?;
+                if event.door_staff.contains(user_id) {
+                    return Err(Rejection::AlreadyExists {
+                        what: "door staff",
+                        id: user_id.to_string(),
+                    });
+                }
+                if event.door_staff.len() >= MAX_DOOR_STAFF {
+                    return Err(Rejection::invalid(
+                        "userId",
+                        format!("an event has at most {MAX_DOOR_STAFF} door staff"),
+                    ));
+                }
+                Ok(accepted(InventoryEvent::DoorStaffAssigned(
+                    DoorStaffChanged {
+                        user_id: *user_id,
+                        at: meta.now,
+                    },
+                )))
+            }
+            C::UnassignDoorStaff { user_id } => {
+                self.organizer_may_change(meta, event)?;
+                if !event.door_staff.contains(user_id) {
+                    return Err(Rejection::not_found("door staff", user_id));
+                }
+                Ok(accepted(InventoryEvent::DoorStaffUnassigned(
+                    DoorStaffChanged {
+                        user_id: *user_id,
+                        at: meta.now,
+                    },
+                )))
+            }
             C::CheckIn { ticket_id } => {
-                let door_staff = meta.actor.has_role(Role::Operator)
+                // Door staff of this event (OPERATORs its organizer assigned), the
+                // organizer, or an admin: an operator of another event is not let in.
+                let door_staff = (meta.actor.has_role(Role::Operator)
+                    && meta
+                        .actor
+                        .user_id()
+                        .is_some_and(|u| event.door_staff.contains(&u)))
                     || meta.actor.is_admin()
                     || meta.actor.user_id() == Some(event.organizer);
                 if !door_staff {
                     return Err(Rejection::forbidden(
-                        "only door staff (OPERATOR), the organizer or an admin can check tickets in",
+                        "only this event's door staff, its organizer or an admin can check its tickets in",
                     ));
                 }
                 if event.status == EventStatus::Cancelled {

@@ -51,6 +51,10 @@ pub enum InventoryEvent {
     RefundIssued(RefundIssued),
     /// A ticket was checked in at the door.
     TicketCheckedIn(TicketCheckedIn),
+    /// A user was made door staff of this event: they may check its tickets in.
+    DoorStaffAssigned(DoorStaffChanged),
+    /// A user is no longer door staff of this event.
+    DoorStaffUnassigned(DoorStaffChanged),
     /// A command was accepted: the idempotency record, as the last event of a decision whose
     /// last business event does not carry it (see [`InventoryEvent::ends_decision`]).
     CommandAccepted(InventoryCommandAccepted),
@@ -279,6 +283,13 @@ pub struct RefundIssued {
 pub struct TicketCheckedIn {
     pub ticket_id: TicketId,
     pub order_id: OrderId,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DoorStaffChanged {
+    pub user_id: UserId,
     pub at: DateTime<Utc>,
 }
 

@@ -28,6 +28,7 @@ impl Inventory {
                     status: EventStatus::Draft,
                     sales_window: None,
                     per_user_limit: None,
+                    door_staff: Vec::new(),
                 });
             }
             E::DetailsUpdated(e) => {
@@ -168,6 +169,18 @@ impl Inventory {
                             self.check_ins.push(e.at);
                         }
                     }
+                }
+            }
+            E::DoorStaffAssigned(e) => {
+                if let Some(info) = &mut self.event
+                    && !info.door_staff.contains(&e.user_id)
+                {
+                    info.door_staff.push(e.user_id);
+                }
+            }
+            E::DoorStaffUnassigned(e) => {
+                if let Some(info) = &mut self.event {
+                    info.door_staff.retain(|u| *u != e.user_id);
                 }
             }
             E::CommandAccepted(e) => {

@@ -24,8 +24,8 @@ pub use command::{
 };
 pub use decide::limits;
 pub use event::{
-    DetailsUpdated, EventCancelled, EventCreated, EventDetails, EventPublished, HoldExpired,
-    HoldPlaced, HoldReleased, InventoryCommandAccepted, InventoryEvent, IssuedTicket,
+    DetailsUpdated, DoorStaffChanged, EventCancelled, EventCreated, EventDetails, EventPublished,
+    HoldExpired, HoldPlaced, HoldReleased, InventoryCommandAccepted, InventoryEvent, IssuedTicket,
     OrderCancelled, OrderConfirmed, PaymentRefundOwed, PerUserLimitSet, RefundIssued, RefundReason,
     SalesWindowSet, SeatAssignment, SeatsAdded, TicketCheckedIn, TierAdded, TierRenamed,
     TierRepriced, TierResized,
@@ -193,6 +193,8 @@ struct EventInfo {
     sales_window: Option<SalesWindow>,
     /// Most tickets one user may hold or own; `None` means unlimited.
     per_user_limit: Option<u32>,
+    /// Who may check tickets in at the door (besides the organizer and admins).
+    door_staff: Vec<UserId>,
 }
 
 /// Where an event is in its life.
@@ -463,6 +465,12 @@ impl Inventory {
     /// The per-user ticket limit, if one was set.
     pub fn per_user_limit(&self) -> Option<u32> {
         self.event.as_ref().and_then(|e| e.per_user_limit)
+    }
+
+    /// The event's door staff: who may check its tickets in, besides its organizer and
+    /// admins.
+    pub fn door_staff(&self) -> &[UserId] {
+        self.event.as_ref().map_or(&[], |e| e.door_staff.as_slice())
     }
 
     /// Every tier, in the order they were added.

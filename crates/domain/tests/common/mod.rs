@@ -143,13 +143,23 @@ pub fn published() -> InventoryEvent {
     InventoryEvent::EventPublished(EventPublished { at: t(0) })
 }
 
-/// A published event selling `ga` general tickets and seats A-1..A-4, no sales window.
+/// The door staff `door()` assigned to the event.
+pub fn door_assigned() -> InventoryEvent {
+    InventoryEvent::DoorStaffAssigned(DoorStaffChanged {
+        user_id: DOOR,
+        at: t(0),
+    })
+}
+
+/// A published event selling `ga` general tickets and seats A-1..A-4, no sales window,
+/// with `door()` as its door staff.
 pub fn on_sale(ga: u32) -> Vec<InventoryEvent> {
     vec![
         created(),
         ga_tier(ga),
         seated_tier(),
         seats_added(&["A-1", "A-2", "A-3", "A-4"]),
+        door_assigned(),
         published(),
     ]
 }
