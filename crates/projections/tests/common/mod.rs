@@ -225,6 +225,15 @@ impl Sim {
             .await
             .expect("seats");
         }
+        self.exec(
+            event,
+            org.clone(),
+            InventoryCommand::AssignDoorStaff {
+                user_id: UserId(Uuid::from_u128(0xD0)),
+            },
+        )
+        .await
+        .expect("door staff");
         self.exec(event, org, InventoryCommand::Publish)
             .await
             .expect("publish");
