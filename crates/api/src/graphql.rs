@@ -1,8 +1,61 @@
 //! What every schema served by [`crate::http`] must be built with.
 
-use async_graphql::{ObjectType, SchemaBuilder, SubscriptionType};
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use async_graphql::{
+    ObjectType, SchemaBuilder, ServerResult, SubscriptionType, Variables,
+    extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery},
+    parser::types::{ExecutableDocument, OperationType},
+};
 
 use crate::{config::ServiceConfig, error::ErrorCodes};
+
+/// Set once a request's document turns out to hold a mutation: the HTTP layer then lets
+/// the request's work finish even if its answer is given up (a mutation must never stop
+/// half-way), while a query whose answer nobody waits for any more is stopped.
+#[derive(Debug, Clone, Default)]
+pub struct MutationFlag(pub Arc<AtomicBool>);
+
+impl MutationFlag {
+    /// Whether the request's document holds a mutation (or has not been parsed yet, which
+    /// counts as one: nothing unknown is stopped).
+    pub fn may_mutate(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Sets the request's [`MutationFlag`] from its parsed document.
+struct OperationKind;
+
+impl ExtensionFactory for OperationKind {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(OperationKind)
+    }
+}
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for OperationKind {
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        let document = next.run(ctx, query, variables).await?;
+        if let Some(flag) = ctx.data_opt::<MutationFlag>() {
+            let mutates = document
+                .operations
+                .iter()
+                .any(|(_, operation)| operation.node.ty != OperationType::Query);
+            flag.0.store(mutates, Ordering::Release);
+        }
+        Ok(document)
+    }
+}
 
 /// Limits on the shape of accepted queries, so one request cannot cost unbounded work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,4 +96,5 @@ where
         // limit (fragments can nest); keep it at least as deep as the depth limit.
         .limit_recursive_depth(limits.max_depth.max(32))
         .extension(ErrorCodes)
+        .extension(OperationKind)
 }

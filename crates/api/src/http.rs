@@ -815,9 +815,15 @@ async fn graphql_post<E: Executor>(
         client_ip: caller.client_ip,
         user,
     };
-    let request = request.data(context).data(Arc::clone(&state.rate_limits));
+    // Until the document is parsed, the request counts as one that may mutate.
+    let mutation = crate::graphql::MutationFlag(Arc::new(AtomicBool::new(true)));
+    let request = request
+        .data(context)
+        .data(Arc::clone(&state.rate_limits))
+        .data(mutation.clone());
     // On its own task, so that the request's time limit (or the client leaving) gives up
-    // the answer but never stops a command half-way (see the module docs).
+    // the answer but never stops a command half-way (see the module docs); a query
+    // nobody waits for any more is stopped.
     let executor = state.executor.clone();
     let execution = tokio::spawn(
         with_correlation_id(
@@ -826,12 +832,32 @@ async fn graphql_post<E: Executor>(
         )
         .in_current_span(),
     );
+    let _abandon = AbandonQuery {
+        task: execution.abort_handle(),
+        mutation,
+    };
     match execution.await {
         Ok(response) => GraphQLResponse::from(response).into_response(),
         // Re-raised here, where the panic guard answers it as it answers any other.
         Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
         Err(error) => {
             ApiError::internal(anyhow::anyhow!("GraphQL execution task: {error}")).into_response()
+        }
+    }
+}
+
+/// Stops a query's task when its request is given up (the time limit, or the client
+/// leaving) before the task finished; a request that may mutate is left to finish.
+struct AbandonQuery {
+    task: tokio::task::AbortHandle,
+    mutation: crate::graphql::MutationFlag,
+}
+
+impl Drop for AbandonQuery {
+    fn drop(&mut self) {
+        if !self.task.is_finished() && !self.mutation.may_mutate() {
+            metrics::counter!("api_queries_abandoned_total").increment(1);
+            self.task.abort();
         }
     }
 }

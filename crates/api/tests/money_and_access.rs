@@ -862,3 +862,149 @@ async fn operators_check_in_only_the_events_they_are_assigned_to() {
         .await;
     assert_eq!(checked["checkInTicket"]["status"], "CHECKED_IN");
 }
+
+/// Seat lists are paged and priced by their size: a client pages through a big seat map,
+/// and cannot alias one field into millions of objects.
+#[tokio::test]
+async fn seat_lists_are_paged_and_priced_by_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = TestApp::spawn(dir.path()).await;
+    let (organizer, _) = organizer_and_customer(&app).await;
+    let seats: Vec<String> = (0..6000).map(|n| format!("S-{n}")).collect();
+    let created = app
+        .ok(
+            Some(&organizer),
+            "mutation($i: CreateEventInput!) { createEvent(input: $i) { id seatCount } }",
+            json!({ "i": {
+                "name": "Arena", "venue": "Hall 1",
+                "startsAt": "2099-06-01T18:00:00Z", "endsAt": "2099-06-01T23:00:00Z",
+                "tiers": [{ "name": "Floor", "priceMinor": 100, "currency": "EUR", "seats": seats }],
+            } }),
+        )
+        .await;
+    assert_eq!(created["createEvent"]["seatCount"], 6000);
+    let event = created["createEvent"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let page = |first: i64, offset: i64| json!({ "e": event, "f": first, "o": offset });
+    const SEATS: &str = "query($e: ID!, $f: Int!, $o: Int!) { event(id: $e) { seats(first: $f, offset: $o) { seat } } }";
+    let first = app
+        .ok(
+            Some(&organizer),
+            "query($e: ID!) { event(id: $e) { seats { seat } } }",
+            json!({ "e": event }),
+        )
+        .await;
+    assert_eq!(
+        first["event"]["seats"].as_array().expect("seats").len(),
+        1000,
+        "1,000 by default"
+    );
+    let last = app.ok(Some(&organizer), SEATS, page(5000, 5000)).await;
+    let last = last["event"]["seats"].as_array().expect("seats").clone();
+    assert_eq!(last.len(), 1000);
+    assert_eq!(last[0]["seat"], "S-5000");
+    let too_many = app.gql(Some(&organizer), SEATS, page(5001, 0)).await;
+    assert_eq!(code(&too_many), "INVALID_INPUT", "{too_many}");
+    let negative = app.gql(Some(&organizer), SEATS, page(10, -1)).await;
+    assert_eq!(code(&negative), "INVALID_INPUT", "{negative}");
+    // 160 aliases of a large page: refused by the complexity limit before anything runs.
+    let aliases: String = (0..160)
+        .map(|n| format!("a{n}: event(id: $e) {{ seats(first: 5000) {{ seat state tierId }} }} "))
+        .collect();
+    let flood = app
+        .gql(
+            Some(&organizer),
+            &format!("query($e: ID!) {{ {aliases} }}"),
+            json!({ "e": event }),
+        )
+        .await;
+    assert_eq!(code(&flood), "INVALID_INPUT", "refused by complexity");
+    assert!(
+        flood["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("complex"),
+        "{}",
+        flood["errors"][0]
+    );
+}
+
+/// A query whose answer nobody waits for any more (its time limit passed) is stopped,
+/// instead of running on; a mutation is left to finish (see tests/timeout.rs). On more
+/// than one worker thread, so that the time limit runs beside the query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_query_is_stopped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A published event with a big seat map, made with the usual time limit.
+    let app = TestApp::spawn(dir.path()).await;
+    let (organizer, _) = organizer_and_customer(&app).await;
+    let seats: Vec<String> = (0..6000).map(|n| format!("S-{n}")).collect();
+    let created = app
+        .ok(
+            Some(&organizer),
+            "mutation($i: CreateEventInput!) { createEvent(input: $i) { id } }",
+            json!({ "i": {
+                "name": "Arena", "venue": "Hall 1",
+                "startsAt": "2099-06-01T18:00:00Z", "endsAt": "2099-06-01T23:00:00Z",
+                "tiers": [{ "name": "Floor", "priceMinor": 100, "currency": "EUR", "seats": seats }],
+            } }),
+        )
+        .await;
+    let event = created["createEvent"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    app.ok(
+        Some(&organizer),
+        "mutation($e: ID!) { publishEvent(eventId: $e) { id } }",
+        json!({ "e": event }),
+    )
+    .await;
+    app.stop().await;
+
+    let mut config = test_config(dir.path());
+    config.service.request_timeout = Duration::from_millis(1);
+    config.service.max_query_complexity = 100_000;
+    let app = TestApp::start(config).await;
+    let abandoned = || async {
+        let metrics = app
+            .http
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        metrics
+            .lines()
+            .find(|l| l.starts_with("api_queries_abandoned_total"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let before = abandoned().await;
+    // Fifty thousand seats take longer than a millisecond to answer.
+    let aliases: String = (0..10)
+        .map(|n| format!("a{n}: event(id: $e) {{ seats(first: 5000) {{ seat state tierId }} }} "))
+        .collect();
+    let query = format!("query($e: ID!) {{ {aliases} }}");
+    let mut timed_out = 0;
+    for _ in 0..20 {
+        let body = app.gql(None, &query, json!({ "e": event })).await;
+        match code(&body).as_str() {
+            "TIMEOUT" => timed_out += 1,
+            "<none>" => {}
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert!(timed_out > 0, "no query outlasted the limit");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let after = abandoned().await;
+    assert!(
+        after >= before + f64::from(timed_out),
+        "{before} -> {after} for {timed_out} abandoned"
+    );
+}

@@ -196,19 +196,31 @@ async fn read_stream(
     store: &dyn EventStore,
     stream: &StreamName,
     from: u64,
+    each: impl FnMut(RecordedEvent) -> Result<bool, AuditError>,
+) -> Result<(), AuditError> {
+    read_stream_in_pages(store, stream, from, PAGE, each).await
+}
+
+/// [`read_stream`] in pages of `page` events (a small page for a caller that wants few).
+async fn read_stream_in_pages(
+    store: &dyn EventStore,
+    stream: &StreamName,
+    from: u64,
+    page: usize,
     mut each: impl FnMut(RecordedEvent) -> Result<bool, AuditError>,
 ) -> Result<(), AuditError> {
+    let page = page.clamp(1, PAGE);
     let mut next = from;
     loop {
-        let page = store.read_stream(stream, next, PAGE).await?;
-        let n = page.len();
-        for e in page {
+        let events = store.read_stream(stream, next, page).await?;
+        let n = events.len();
+        for e in events {
             next = e.version + 1;
             if !each(e)? {
                 return Ok(());
             }
         }
-        if n < PAGE {
+        if n < page {
             return Ok(());
         }
     }
@@ -220,14 +232,38 @@ pub async fn history(
     event: EventId,
     progress: &(dyn Fn(ReplayProgress) + Sync),
 ) -> Result<Vec<HistoryEntry>, AuditError> {
+    history_from(store, event, 0, usize::MAX, progress).await
+}
+
+/// At most `limit` stored events of an event's stream from version `from` on, in order:
+/// one page of [`history`], reading and decoding nothing beyond it.
+pub async fn history_page(
+    store: &dyn EventStore,
+    event: EventId,
+    from: u64,
+    limit: usize,
+) -> Result<Vec<HistoryEntry>, AuditError> {
+    history_from(store, event, from, limit, &|_| {}).await
+}
+
+async fn history_from(
+    store: &dyn EventStore,
+    event: EventId,
+    from: u64,
+    limit: usize,
+    progress: &(dyn Fn(ReplayProgress) + Sync),
+) -> Result<Vec<HistoryEntry>, AuditError> {
     let stream = stream_of(event)?;
     let head = store
         .stream_version(&stream)
         .await?
         .ok_or(AuditError::NotFound(event))?;
-    let total = head + 1;
+    let total = (head + 1).saturating_sub(from);
     let mut out = Vec::new();
-    read_stream(store, &stream, 0, |e| {
+    if limit == 0 {
+        return Ok(out);
+    }
+    read_stream_in_pages(store, &stream, from, limit, |e| {
         let decoded = decode(&e)?;
         let data = match serde_json::to_value(&decoded) {
             // Externally tagged: the payload is the single value under the variant name.
@@ -249,6 +285,9 @@ pub async fn history(
             id: e.id,
             data,
         });
+        if out.len() >= limit {
+            return Ok(false);
+        }
         if out.len() % 1024 == 0 {
             progress(ReplayProgress {
                 done: out.len() as u64,

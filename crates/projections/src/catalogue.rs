@@ -560,9 +560,19 @@ impl CatalogueModel {
 
     /// Seat states of an event (empty for one without seats), or `None` if it does not exist.
     pub fn seats(&self, id: EventId) -> Option<Vec<SeatView>> {
-        self.events
-            .get(&id)
-            .map(|e| e.availability(id).seats().collect())
+        self.seat_page(id, 0, usize::MAX)
+    }
+
+    /// At most `limit` seat states of an event from the `offset`-th on, or `None` if it
+    /// does not exist.
+    pub fn seat_page(&self, id: EventId, offset: usize, limit: usize) -> Option<Vec<SeatView>> {
+        self.events.get(&id).map(|e| {
+            e.availability(id)
+                .seats()
+                .skip(offset)
+                .take(limit)
+                .collect()
+        })
     }
 
     /// The current availability of an event.
@@ -712,6 +722,12 @@ impl Catalogue {
     /// Seat states of an event, or `None` if it does not exist.
     pub fn seats(&self, id: EventId) -> Option<Vec<SeatView>> {
         self.inner.read(|m| m.seats(id))
+    }
+
+    /// At most `limit` seat states of an event from the `offset`-th on, or `None` if it
+    /// does not exist.
+    pub fn seat_page(&self, id: EventId, offset: usize, limit: usize) -> Option<Vec<SeatView>> {
+        self.inner.read(|m| m.seat_page(id, offset, limit))
     }
 
     /// The current availability of an event.

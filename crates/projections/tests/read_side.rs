@@ -605,6 +605,17 @@ async fn audit_history_and_state_at_fold_with_the_domain_and_refuse_bad_points()
         .unwrap();
     assert_eq!(hold.acting_user, Some(buyer(3).0));
     assert_eq!(hold.data["quantity"], 4);
+    // One page of it: exactly the entries asked for, the same as in the whole history.
+    let page = audit::history_page(store.as_ref(), e, 2, 3).await.unwrap();
+    assert_eq!(page, history[2..5]);
+    let tail = audit::history_page(store.as_ref(), e, head, 100).await.unwrap();
+    assert_eq!(tail, history[history.len() - 1..]);
+    assert!(
+        audit::history_page(store.as_ref(), e, head + 1, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let at_hold = audit::state_at(store.as_ref(), e, AsOf::Version(hold_version), &no_progress)
         .await

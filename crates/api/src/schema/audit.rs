@@ -70,7 +70,10 @@ pub struct AuditQuery;
 #[Object]
 impl AuditQuery {
     /// An event's stored history in order, with who did what and when (its organizer or
-    /// an admin).
+    /// an admin): `first` entries (at most 1,000) from version `fromVersion` on.
+    #[graphql(
+        complexity = "crate::schema::types::list_complexity(first.min(MAX_AUDIT_PAGE), child_complexity)"
+    )]
     async fn audit_trail(
         &self,
         ctx: &Context<'_>,
@@ -87,13 +90,17 @@ impl AuditQuery {
                 format!("first must be between 1 and {MAX_AUDIT_PAGE}"),
             ));
         }
-        let history = audit::history(services.store.as_ref(), event_id, &|_| {})
-            .await
-            .map_err(audit_error)?;
+        // One page only: a long history is never read (let alone decoded) whole.
+        let history = audit::history_page(
+            services.store.as_ref(),
+            event_id,
+            from_version,
+            usize::try_from(first).unwrap_or(0),
+        )
+        .await
+        .map_err(audit_error)?;
         Ok(history
             .into_iter()
-            .filter(|entry| entry.version >= from_version)
-            .take(usize::try_from(first).unwrap_or(0))
             .map(|entry| AuditEntry {
                 version: entry.version,
                 position: entry.position.0,

@@ -221,10 +221,51 @@ impl Availability {
     async fn total_available(&self) -> u64 {
         self.0.tiers.iter().map(|t| u64::from(t.available)).sum()
     }
-    /// Every seat's state (empty for general admission).
-    async fn seats(&self) -> Vec<Seat> {
-        self.0.seats().map(Seat::from).collect()
+    /// The states of up to `first` seats (at most 5,000) from the `offset`-th on, in seat
+    /// map order (empty for general admission): page through a large seat map.
+    #[graphql(complexity = "list_complexity(first, child_complexity)")]
+    async fn seats(
+        &self,
+        #[graphql(default = 1000)] first: i32,
+        #[graphql(default = 0)] offset: i32,
+    ) -> Result<Vec<Seat>, ApiError> {
+        let (first, offset) = seat_page(first, offset)?;
+        Ok(self
+            .0
+            .seats()
+            .skip(offset)
+            .take(first)
+            .map(Seat::from)
+            .collect())
     }
+}
+
+/// Most seats one `seats` page returns.
+pub const MAX_SEAT_PAGE: i32 = 5000;
+
+/// The complexity of a page of `first` plain entries (seats, history entries): a tenth of
+/// what as many objects with their own resolvers would cost (their fields are plain
+/// values), so a page of a few thousand seats fits the default limit, and a query cannot
+/// alias its way to millions.
+pub(crate) fn list_complexity(first: i32, child_complexity: usize) -> usize {
+    usize::try_from(first.clamp(0, MAX_SEAT_PAGE))
+        .unwrap_or(0)
+        .saturating_mul(child_complexity)
+        / 10
+        + 1
+}
+
+/// Checks a seat page's arguments.
+fn seat_page(first: i32, offset: i32) -> Result<(usize, usize), ApiError> {
+    if !(1..=MAX_SEAT_PAGE).contains(&first) {
+        return Err(ApiError::invalid_field(
+            "first",
+            format!("first must be between 1 and {MAX_SEAT_PAGE}"),
+        ));
+    }
+    let offset = usize::try_from(offset)
+        .map_err(|_| ApiError::invalid_field("offset", "offset cannot be negative"))?;
+    Ok((first as usize, offset))
 }
 
 /// The window in which tickets sell.
@@ -311,16 +352,24 @@ impl Event {
     async fn seat_count(&self) -> u64 {
         self.0.seat_count as u64
     }
-    /// Every seat with its state (empty for general admission).
-    #[graphql(complexity = "10 + child_complexity")]
-    async fn seats(&self, ctx: &Context<'_>) -> Result<Vec<Seat>, ApiError> {
+    /// Up to `first` seats (at most 5,000) with their state from the `offset`-th on, in
+    /// seat map order (empty for general admission): page through a large seat map with
+    /// `seatCount`.
+    #[graphql(complexity = "list_complexity(first, child_complexity)")]
+    async fn seats(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 1000)] first: i32,
+        #[graphql(default = 0)] offset: i32,
+    ) -> Result<Vec<Seat>, ApiError> {
+        let (first, offset) = seat_page(first, offset)?;
         if self.0.seat_count == 0 {
             return Ok(Vec::new());
         }
         let seats = services(ctx)?
             .read_side
             .catalogue()
-            .seats(self.0.event_id)
+            .seat_page(self.0.event_id, offset, first)
             .unwrap_or_default();
         Ok(seats.into_iter().map(Seat::from).collect())
     }
