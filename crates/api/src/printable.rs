@@ -64,6 +64,13 @@ async fn ticket_pdf(
         .ticket(ticket_id)
         .filter(|view| view.user_id.as_uuid() == user.user_id || user.has_role(Role::Admin))
         .ok_or_else(not_found)?;
+    if view.status == domain::inventory::TicketStatus::Void {
+        // A void ticket admits nobody: printing a scannable one would only mislead.
+        return Err(ApiError::domain(
+            "TICKET_VOID",
+            format!("ticket {ticket_id} is void (its order was cancelled): it has no printable form"),
+        ));
+    }
     let document = document(services, &view)?;
     let pdf = tokio::task::spawn_blocking(move || ticket_pdf::render(&document))
         .await

@@ -1008,3 +1008,45 @@ async fn an_abandoned_query_is_stopped() {
         "{before} -> {after} for {timed_out} abandoned"
     );
 }
+
+/// The tickets a request paid for carry that request's id: the confirmation is tied to
+/// the request as the hold is.
+#[tokio::test]
+async fn a_confirmation_carries_the_correlation_id_of_the_request_that_paid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = TestApp::spawn(dir.path()).await;
+    let (organizer, kim) = organizer_and_customer(&app).await;
+    let (event, tier) = app.published_event(&organizer, 10).await;
+    let request_id = uuid::Uuid::now_v7().to_string();
+    let response: Value = app
+        .http
+        .post(app.url("/graphql"))
+        .bearer_auth(&kim)
+        .header("x-request-id", &request_id)
+        .json(&json!({ "query": PURCHASE, "variables": { "i": { "eventId": event, "tierId": tier, "quantity": 1, "paymentToken": "tok_success", "idempotencyKey": "traced" } } }))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(response["data"]["purchaseTickets"]["status"], "PAID", "{response}");
+    let trail = app
+        .ok(
+            Some(&organizer),
+            "query($e: ID!) { auditTrail(eventId: $e, first: 100) { eventType correlationId } }",
+            json!({ "e": event }),
+        )
+        .await;
+    let of = |kind: &str| -> Vec<String> {
+        trail["auditTrail"]
+            .as_array()
+            .expect("trail")
+            .iter()
+            .filter(|e| e["eventType"] == kind)
+            .map(|e| e["correlationId"].as_str().expect("id").to_owned())
+            .collect()
+    };
+    assert_eq!(of("HoldPlaced"), vec![request_id.clone()]);
+    assert_eq!(of("OrderConfirmed"), vec![request_id], "{trail}");
+}

@@ -90,5 +90,20 @@ async fn only_the_owner_or_an_admin_gets_the_printable_ticket() {
     let forged = get(Some("not.a.token"), &path).await.expect("sent");
     assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
 
+    // A cancelled order's ticket is void: no printable (scannable) form any more.
+    let order = app
+        .ok(Some(&alice), "{ myOrders { nodes { id } } }", json!({}))
+        .await;
+    app.ok(
+        Some(&alice),
+        "mutation($o: ID!) { cancelOrder(orderId: $o) { status } }",
+        json!({ "o": order["myOrders"]["nodes"][0]["id"] }),
+    )
+    .await;
+    let void = get(Some(&alice), &path).await.expect("sent");
+    assert_eq!(void.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: serde_json::Value = void.json().await.expect("JSON error");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "TICKET_VOID", "{body}");
+
     app.stop().await;
 }
