@@ -440,7 +440,11 @@ impl Application {
             Arc::new(RateLimits::from_config(&config.service)),
             HttpOptions::from_config(&config.service),
         )
-        .payment_webhook(webhook_handler(commands, webhook_secret))
+        .payment_webhook(webhook_handler(
+            commands,
+            webhook_secret,
+            config.service.body_limit,
+        ))
         .routes(printable::router(Arc::clone(&services)))
         .build()?;
         // Every file is open by now (SQLite gives its journals the database's mode).
@@ -535,9 +539,10 @@ fn loopback(addr: SocketAddr) -> SocketAddr {
 fn webhook_handler(
     commands: CommandService,
     secret: String,
+    body_limit: usize,
 ) -> impl Fn(
     HeaderMap,
-    Bytes,
+    Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> std::pin::Pin<Box<dyn Future<Output = axum::response::Response> + Send>>
 + Clone
 + Send
@@ -545,11 +550,24 @@ fn webhook_handler(
 + 'static {
     let secret = Arc::new(secret);
     let replays = Arc::new(ReplayGuard::new(100_000));
-    move |headers: HeaderMap, body: Bytes| {
+    move |headers: HeaderMap, body: Result<Bytes, axum::extract::rejection::BytesRejection>| {
         let commands = commands.clone();
         let secret = Arc::clone(&secret);
         let replays = Arc::clone(&replays);
         Box::pin(async move {
+            // Refused bodies answer like every other error: JSON with a code.
+            let body = match body {
+                Ok(body) => body,
+                Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                    return ApiError::PayloadTooLarge { limit: body_limit }.into_response();
+                }
+                Err(rejection) => {
+                    return ApiError::invalid_input(format!(
+                        "could not read the webhook body: {rejection}"
+                    ))
+                    .into_response();
+                }
+            };
             let header = headers
                 .get(signature::SIGNATURE_HEADER)
                 .and_then(|v| v.to_str().ok())

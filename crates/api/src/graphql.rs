@@ -7,8 +7,8 @@ use std::sync::{
 
 use async_graphql::{
     ObjectType, SchemaBuilder, ServerResult, SubscriptionType, Variables,
-    extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery},
-    parser::types::{ExecutableDocument, OperationType},
+    extensions::{Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery},
+    parser::types::{DocumentOperations, ExecutableDocument, OperationType},
 };
 
 use crate::{config::ServiceConfig, error::ErrorCodes};
@@ -27,13 +27,56 @@ impl MutationFlag {
     }
 }
 
-/// Sets the request's [`MutationFlag`] from its parsed document.
-struct OperationKind;
+/// Per request: sets its [`MutationFlag`] from its parsed document, and refuses a request
+/// that leaves out a variable its operation requires (non-null, no default) with
+/// `INVALID_INPUT` before anything runs, as the GraphQL spec's variable coercion says;
+/// async-graphql would otherwise fail inside the field that uses it (an internal-looking
+/// error) or, inside `@skip(if: $s)`, silently take it as false.
+#[derive(Default)]
+struct OperationKind {
+    /// For a document of several operations: each one's required variables that the
+    /// request left out, checked once the operation to run is known.
+    missing_by_operation: parking_lot::Mutex<Vec<(String, Vec<String>)>>,
+}
 
 impl ExtensionFactory for OperationKind {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(OperationKind)
+        Arc::new(OperationKind::default())
     }
+}
+
+/// The required variables of `operation` that `variables` leaves out (or sets to null).
+fn missing_variables(
+    operation: &async_graphql::parser::types::OperationDefinition,
+    variables: &Variables,
+) -> Vec<String> {
+    operation
+        .variable_definitions
+        .iter()
+        .filter(|def| !def.node.var_type.node.nullable && def.node.default_value.is_none())
+        .filter(|def| {
+            variables
+                .get(&def.node.name.node)
+                .is_none_or(|value| *value == async_graphql::Value::Null)
+        })
+        .map(|def| format!("${}", def.node.name.node))
+        .collect()
+}
+
+fn missing_error(missing: &[String]) -> async_graphql::ServerError {
+    let mut error = async_graphql::ServerError::new(
+        format!(
+            "required variable{} {} not provided",
+            if missing.len() == 1 { "" } else { "s" },
+            missing.join(", ")
+        ),
+        None,
+    );
+    error
+        .extensions
+        .get_or_insert_with(Default::default)
+        .set("code", crate::error::ErrorCode::InvalidInput.as_str());
+    error
 }
 
 #[async_graphql::async_trait::async_trait]
@@ -53,7 +96,47 @@ impl Extension for OperationKind {
                 .any(|(_, operation)| operation.node.ty != OperationType::Query);
             flag.0.store(mutates, Ordering::Release);
         }
+        match &document.operations {
+            DocumentOperations::Single(operation) => {
+                let missing = missing_variables(&operation.node, variables);
+                if !missing.is_empty() {
+                    return Err(missing_error(&missing));
+                }
+            }
+            DocumentOperations::Multiple(operations) => {
+                *self.missing_by_operation.lock() = operations
+                    .iter()
+                    .map(|(name, operation)| {
+                        (
+                            name.to_string(),
+                            missing_variables(&operation.node, variables),
+                        )
+                    })
+                    .collect();
+            }
+        }
         Ok(document)
+    }
+
+    async fn execute(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        operation_name: Option<&str>,
+        next: NextExecute<'_>,
+    ) -> async_graphql::Response {
+        let missing = operation_name.and_then(|name| {
+            self.missing_by_operation
+                .lock()
+                .iter()
+                .find(|(operation, _)| operation == name)
+                .map(|(_, missing)| missing.clone())
+        });
+        match missing {
+            Some(missing) if !missing.is_empty() => {
+                async_graphql::Response::from_errors(vec![missing_error(&missing)])
+            }
+            _ => next.run(ctx, operation_name).await,
+        }
     }
 }
 
@@ -96,5 +179,5 @@ where
         // limit (fragments can nest); keep it at least as deep as the depth limit.
         .limit_recursive_depth(limits.max_depth.max(32))
         .extension(ErrorCodes)
-        .extension(OperationKind)
+        .extension(OperationKind::default())
 }

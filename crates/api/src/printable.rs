@@ -68,7 +68,9 @@ async fn ticket_pdf(
         // A void ticket admits nobody: printing a scannable one would only mislead.
         return Err(ApiError::domain(
             "TICKET_VOID",
-            format!("ticket {ticket_id} is void (its order was cancelled): it has no printable form"),
+            format!(
+                "ticket {ticket_id} is void (its order was cancelled): it has no printable form"
+            ),
         ));
     }
     let document = document(services, &view)?;

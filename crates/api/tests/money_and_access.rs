@@ -1030,7 +1030,10 @@ async fn a_confirmation_carries_the_correlation_id_of_the_request_that_paid() {
         .json()
         .await
         .expect("json");
-    assert_eq!(response["data"]["purchaseTickets"]["status"], "PAID", "{response}");
+    assert_eq!(
+        response["data"]["purchaseTickets"]["status"], "PAID",
+        "{response}"
+    );
     let trail = app
         .ok(
             Some(&organizer),
@@ -1049,4 +1052,126 @@ async fn a_confirmation_carries_the_correlation_id_of_the_request_that_paid() {
     };
     assert_eq!(of("HoldPlaced"), vec![request_id.clone()]);
     assert_eq!(of("OrderConfirmed"), vec![request_id], "{trail}");
+}
+
+/// What schema-driven fuzzing found: a missing required variable (also inside `@skip`) is
+/// a request error, not an internal one; `Int` arguments stay within 32 bits, and 64-bit
+/// values (store positions, versions, notification ids, amounts) are `Long`; an oversized
+/// payment webhook is answered with a code; the last administrator cannot give up the role.
+#[tokio::test]
+async fn fuzzed_inputs_get_request_errors_with_codes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = TestApp::spawn(dir.path()).await;
+    let (organizer, kim) = organizer_and_customer(&app).await;
+    let (event, _) = app.published_event(&organizer, 10).await;
+    for (query, variables) in [
+        ("query($e: ID!) { event(id: $e) { id } }", json!({})),
+        (
+            "mutation($i: PurchaseTicketsInput!) { purchaseTickets(input: $i) { id } }",
+            json!({}),
+        ),
+        (
+            "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }",
+            json!({ "e": "kim@example.com" }),
+        ),
+        (
+            "query($e: ID!, $s: Boolean!) { event(id: $e) { id name @skip(if: $s) } }",
+            json!({ "e": event }),
+        ),
+        (
+            "query($e: ID!) { event(id: $e) { seats(first: 2147483648) { seat } } }",
+            json!({ "e": event }),
+        ),
+    ] {
+        let body = app.gql(Some(&kim), query, variables).await;
+        assert_eq!(code(&body), "INVALID_INPUT", "{query}: {body}");
+    }
+    let too_big = app
+        .gql(
+            Some(&organizer),
+            common::CREATE_EVENT,
+            json!({ "i": {
+                "name": "Big", "venue": "Hall",
+                "startsAt": "2099-06-01T18:00:00Z", "endsAt": "2099-06-01T23:00:00Z",
+                "tiers": [{ "name": "Standard", "priceMinor": 100, "currency": "EUR", "capacity": 2147483648i64 }],
+            } }),
+        )
+        .await;
+    assert_eq!(code(&too_big), "INVALID_INPUT", "{too_big}");
+    // Notification ids and store positions are Longs: past 32 bits is a valid value.
+    let listed = app
+        .ok(
+            Some(&kim),
+            "{ myNotifications(before: 2147483648) { id } }",
+            json!({}),
+        )
+        .await;
+    assert!(listed["myNotifications"].is_array(), "{listed}");
+    let types = app
+        .ok(
+            None,
+            "{ __type(name: \"Query\") { fields { name args { name type { name ofType { name } } } } } }",
+            json!({}),
+        )
+        .await;
+    let arg_type = |field: &str, arg: &str| {
+        types["__type"]["fields"]
+            .as_array()
+            .expect("fields")
+            .iter()
+            .find(|f| f["name"] == field)
+            .and_then(|f| {
+                f["args"]
+                    .as_array()
+                    .expect("args")
+                    .iter()
+                    .find(|a| a["name"] == arg)
+                    .cloned()
+            })
+            .map(|a| {
+                a["type"]["name"]
+                    .as_str()
+                    .or(a["type"]["ofType"]["name"].as_str())
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(arg_type("myNotifications", "before"), "Long");
+    assert_eq!(arg_type("eventStateAt", "position"), "Long");
+    assert_eq!(arg_type("auditTrail", "fromVersion"), "Long");
+    let state = app
+        .ok(
+            Some(&organizer),
+            "query($e: ID!) { eventStateAt(eventId: $e, position: 99999999999) { version } }",
+            json!({ "e": event }),
+        )
+        .await;
+    assert!(state["eventStateAt"]["version"].is_u64(), "{state}");
+
+    // An oversized payment webhook: a JSON error with a code, not plain text.
+    let huge = vec![b'x'; 300 * 1024];
+    let response = app
+        .http
+        .post(app.url("/webhooks/payments"))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), reqwest::StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = response.json().await.expect("a JSON error");
+    assert_eq!(code(&body), "PAYLOAD_TOO_LARGE", "{body}");
+
+    // The last administrator cannot take the role away from themself.
+    let admin = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let me = app.ok(Some(&admin), "{ me { id } }", json!({})).await;
+    let last = app
+        .gql(
+            Some(&admin),
+            "mutation($u: ID!) { revokeRole(userId: $u, role: ADMIN) { roles } }",
+            json!({ "u": me["me"]["id"] }),
+        )
+        .await;
+    assert_eq!(code(&last), "INVALID_STATE", "{last}");
 }

@@ -103,7 +103,10 @@ async fn only_the_owner_or_an_admin_gets_the_printable_ticket() {
     let void = get(Some(&alice), &path).await.expect("sent");
     assert_eq!(void.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let body: serde_json::Value = void.json().await.expect("JSON error");
-    assert_eq!(body["errors"][0]["extensions"]["code"], "TICKET_VOID", "{body}");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "TICKET_VOID",
+        "{body}"
+    );
 
     app.stop().await;
 }

@@ -178,6 +178,16 @@ impl Accounts {
         })
     }
 
+    /// How many accounts hold `role` (the last administrator keeps the role).
+    pub fn count_with_role(&self, role: Role) -> usize {
+        self.inner.read(|m| {
+            m.accounts
+                .values()
+                .filter(|a| a.view.roles.contains(&role))
+                .count()
+        })
+    }
+
     /// An account's roles as they are now.
     pub fn roles(&self, id: UserId) -> Option<Vec<Role>> {
         self.inner.read(|m| {

@@ -363,6 +363,17 @@ async fn a_projection_failing_on_an_event_names_it_and_the_others_go_on() {
             .unwrap_err();
         assert_eq!(err.code(), "PROJECTION_STOPPED", "{name}");
     }
+    // The accounts projection reached `after` above; it reports Live once its subscription
+    // has said it caught up, which may come a moment later.
+    let deadline = std::time::Instant::now() + WAIT;
+    while side
+        .status()
+        .iter()
+        .any(|s| s.name == "accounts" && s.state != ProjectionState::Live)
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     for s in side.status() {
         if s.name == "accounts" {
             assert_eq!(s.state, ProjectionState::Live);
@@ -608,7 +619,9 @@ async fn audit_history_and_state_at_fold_with_the_domain_and_refuse_bad_points()
     // One page of it: exactly the entries asked for, the same as in the whole history.
     let page = audit::history_page(store.as_ref(), e, 2, 3).await.unwrap();
     assert_eq!(page, history[2..5]);
-    let tail = audit::history_page(store.as_ref(), e, head, 100).await.unwrap();
+    let tail = audit::history_page(store.as_ref(), e, head, 100)
+        .await
+        .unwrap();
     assert_eq!(tail, history[history.len() - 1..]);
     assert!(
         audit::history_page(store.as_ref(), e, head + 1, 100)

@@ -255,6 +255,22 @@ impl AccountMutation {
         user_id: ID,
         role: Role,
     ) -> Result<User, ApiError> {
+        if role == Role::Admin {
+            let services = services(ctx)?;
+            let target: UserId = parse_id("userId", &user_id)?;
+            let accounts = services.read_side.accounts();
+            let is_admin = accounts
+                .roles(target)
+                .is_some_and(|roles| roles.contains(&domain::Role::Admin));
+            if is_admin && accounts.count_with_role(domain::Role::Admin) <= 1 {
+                // Nobody could grant it again but `ticketing admin create` on a stopped
+                // system.
+                return Err(ApiError::domain(
+                    "INVALID_STATE",
+                    "this is the last administrator: grant ADMIN to someone else first",
+                ));
+            }
+        }
         change_role(
             ctx,
             &user_id,

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use domain::EventId;
 use projections::audit::{self, AsOf, AuditError};
 
-use super::{caller, catalogue::manages, parse_id, services};
+use super::{caller, catalogue::manages, parse_id, services, types::Long};
 use crate::{auth::AuthUser, error::ApiError};
 
 /// Most history entries one `auditTrail` page returns.
@@ -16,9 +16,9 @@ pub const MAX_AUDIT_PAGE: i32 = 1000;
 #[derive(SimpleObject)]
 pub struct AuditEntry {
     /// Version in the event's stream (0-based).
-    pub version: u64,
+    pub version: Long,
     /// Place in the global order.
-    pub position: u64,
+    pub position: Long,
     /// Stable type name, such as `HoldPlaced`.
     pub event_type: String,
     /// When it happened.
@@ -37,9 +37,9 @@ pub struct AuditState {
     /// The event.
     pub event_id: ID,
     /// Version of the last stored event folded in.
-    pub version: u64,
+    pub version: Long,
     /// Its global position.
-    pub position: u64,
+    pub position: Long,
     /// Its time.
     pub recorded_at: DateTime<Utc>,
     /// The folded state: details, tiers, seats, orders, tickets.
@@ -50,7 +50,7 @@ pub struct AuditState {
 #[derive(SimpleObject)]
 pub struct Notification {
     /// Its id; pass the last one seen as `before` for older ones.
-    pub id: i64,
+    pub id: Long,
     /// What it is about, such as `ORDER_CONFIRMED`.
     pub kind: String,
     /// One line.
@@ -79,7 +79,7 @@ impl AuditQuery {
         ctx: &Context<'_>,
         event_id: ID,
         #[graphql(default = 100)] first: i32,
-        #[graphql(default = 0)] from_version: u64,
+        #[graphql(default_with = "Long(0)")] from_version: Long,
     ) -> Result<Vec<AuditEntry>, ApiError> {
         let user = caller(ctx)?;
         let services = services(ctx)?;
@@ -94,7 +94,7 @@ impl AuditQuery {
         let history = audit::history_page(
             services.store.as_ref(),
             event_id,
-            from_version,
+            from_version.unsigned("fromVersion")?,
             usize::try_from(first).unwrap_or(0),
         )
         .await
@@ -102,8 +102,8 @@ impl AuditQuery {
         Ok(history
             .into_iter()
             .map(|entry| AuditEntry {
-                version: entry.version,
-                position: entry.position.0,
+                version: Long::from(entry.version),
+                position: Long::from(entry.position.0),
                 event_type: entry.event_type,
                 recorded_at: entry.recorded_at,
                 acting_user_id: entry.acting_user.map(|u| ID(u.to_string())),
@@ -120,14 +120,16 @@ impl AuditQuery {
         ctx: &Context<'_>,
         event_id: ID,
         at: Option<DateTime<Utc>>,
-        position: Option<u64>,
+        position: Option<Long>,
     ) -> Result<AuditState, ApiError> {
         let user = caller(ctx)?;
         let services = services(ctx)?;
         let event_id = audited_event(ctx, user, &event_id)?;
         let as_of = match (at, position) {
             (Some(at), None) => AsOf::Time(at),
-            (None, Some(position)) => AsOf::Position(store::Position(position)),
+            (None, Some(position)) => {
+                AsOf::Position(store::Position(position.unsigned("position")?))
+            }
             (None, None) => AsOf::Head,
             (Some(_), Some(_)) => {
                 return Err(ApiError::invalid_input(
@@ -141,8 +143,8 @@ impl AuditQuery {
         let folded = serde_json::to_value(&state.state).map_err(ApiError::internal)?;
         Ok(AuditState {
             event_id: ID(event_id.to_string()),
-            version: state.version,
-            position: state.position.0,
+            version: Long::from(state.version),
+            position: Long::from(state.position.0),
             recorded_at: state.recorded_at,
             state: Json(folded),
         })
@@ -153,7 +155,7 @@ impl AuditQuery {
         &self,
         ctx: &Context<'_>,
         #[graphql(default = 20)] first: i32,
-        before: Option<i64>,
+        before: Option<Long>,
     ) -> Result<Vec<Notification>, ApiError> {
         let user = caller(ctx)?;
         let services = services(ctx)?;
@@ -167,13 +169,17 @@ impl AuditQuery {
             ApiError::Unavailable("notifications are served by the notifier process".into())
         })?;
         let list = notifications
-            .list_in_app(user.user_id, before, usize::try_from(first).unwrap_or(20))
+            .list_in_app(
+                user.user_id,
+                before.map(|b| b.0),
+                usize::try_from(first).unwrap_or(20),
+            )
             .await
             .map_err(|e| ApiError::internal(anyhow::anyhow!("listing notifications: {e}")))?;
         Ok(list
             .into_iter()
             .map(|n| Notification {
-                id: n.id,
+                id: Long(n.id),
                 kind: n.kind.as_str().to_owned(),
                 title: n.title,
                 body: n.body,

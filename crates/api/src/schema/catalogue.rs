@@ -151,11 +151,11 @@ pub struct TierInput {
     /// Display name (Standard, VIP...).
     pub name: String,
     /// Price of one ticket in minor units.
-    pub price_minor: i64,
+    pub price_minor: i32,
     /// ISO 4217 currency code.
     pub currency: String,
     /// Number of tickets of a general-admission tier; leave out for a seated tier.
-    pub capacity: Option<i64>,
+    pub capacity: Option<i32>,
     /// Seat ids (such as `A-12`) of a seated tier; its capacity is their number.
     pub seats: Option<Vec<String>>,
 }
@@ -185,7 +185,7 @@ pub struct CreateEventInput {
     /// When sales close.
     pub sales_closes_at: Option<DateTime<Utc>>,
     /// Most tickets one buyer may hold or own.
-    pub per_user_limit: Option<i64>,
+    pub per_user_limit: Option<i32>,
     /// A retry with the same key creates nothing new.
     pub idempotency_key: Option<String>,
 }
@@ -213,11 +213,11 @@ pub struct UpdateTierInput {
     /// A new name.
     pub name: Option<String>,
     /// A new price (orders already placed keep theirs), with `currency`.
-    pub price_minor: Option<i64>,
+    pub price_minor: Option<i32>,
     /// The currency of the new price.
     pub currency: Option<String>,
     /// A new capacity of a general-admission tier (never below sold plus held).
-    pub capacity: Option<i64>,
+    pub capacity: Option<i32>,
 }
 
 /// A seat of a seat map.
@@ -286,10 +286,12 @@ impl CatalogueMutation {
                 InventoryCommand::AddTier {
                     tier_id,
                     name: tier.name,
-                    price_minor: tier.price_minor,
+                    price_minor: i64::from(tier.price_minor),
                     currency: tier.currency,
                     kind: match tier.capacity {
-                        Some(capacity) => TierKindInput::General { capacity },
+                        Some(capacity) => TierKindInput::General {
+                            capacity: i64::from(capacity),
+                        },
                         None => TierKindInput::Seated,
                     },
                 },
@@ -325,7 +327,9 @@ impl CatalogueMutation {
         if let Some(limit) = input.per_user_limit {
             steps.push((
                 "limit".into(),
-                InventoryCommand::SetPerUserLimit { limit: Some(limit) },
+                InventoryCommand::SetPerUserLimit {
+                    limit: Some(i64::from(limit)),
+                },
             ));
         }
         for (step, command) in steps {
@@ -378,14 +382,16 @@ impl CatalogueMutation {
         let tier_id = TierId(derived_uuid(&format!("tier:{}:{key}", event_id.as_str())));
         let seats = input.seats.clone().unwrap_or_default();
         let kind = match input.capacity {
-            Some(capacity) => TierKindInput::General { capacity },
+            Some(capacity) => TierKindInput::General {
+                capacity: i64::from(capacity),
+            },
             None => TierKindInput::Seated,
         };
         organizer_command(ctx, &event_id, Some(step_key(&key, "tier")), |_| {
             Ok(InventoryCommand::AddTier {
                 tier_id,
                 name: input.name,
-                price_minor: input.price_minor,
+                price_minor: i64::from(input.price_minor),
                 currency: input.currency,
                 kind,
             })
@@ -428,7 +434,7 @@ impl CatalogueMutation {
                 "price",
                 InventoryCommand::RepriceTier {
                     tier_id,
-                    price_minor,
+                    price_minor: i64::from(price_minor),
                     currency,
                 },
             )),
@@ -443,7 +449,10 @@ impl CatalogueMutation {
         if let Some(capacity) = input.capacity {
             commands.push((
                 "capacity",
-                InventoryCommand::ResizeTier { tier_id, capacity },
+                InventoryCommand::ResizeTier {
+                    tier_id,
+                    capacity: i64::from(capacity),
+                },
             ));
         }
         if commands.is_empty() {

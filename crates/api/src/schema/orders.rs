@@ -87,7 +87,7 @@ pub struct RevenueLine {
     /// ISO 4217 code.
     pub currency: String,
     /// Payments less refunds, in minor units.
-    pub amount_minor: i64,
+    pub amount_minor: super::types::Long,
 }
 
 /// An event's sales.
@@ -199,7 +199,7 @@ impl OrderQuery {
                         .into_iter()
                         .map(|(currency, amount_minor)| RevenueLine {
                             currency: currency.as_str().to_owned(),
-                            amount_minor,
+                            amount_minor: super::types::Long(amount_minor),
                         })
                         .collect(),
                 })

@@ -116,11 +116,53 @@ impl From<SeatStatus> for SeatState {
     }
 }
 
+/// A 64-bit integer, for values that outgrow GraphQL's 32-bit `Int`: store positions,
+/// stream versions, notification ids and amounts of money. Sent as a JSON number; a JSON
+/// string of digits is accepted too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Long(pub i64);
+
+#[async_graphql::Scalar]
+impl async_graphql::ScalarType for Long {
+    fn parse(value: async_graphql::Value) -> async_graphql::InputValueResult<Self> {
+        match &value {
+            async_graphql::Value::Number(n) => n
+                .as_i64()
+                .map(Long)
+                .ok_or_else(|| async_graphql::InputValueError::custom("not a 64-bit integer")),
+            async_graphql::Value::String(s) => s
+                .parse::<i64>()
+                .map(Long)
+                .map_err(|_| async_graphql::InputValueError::custom("not a 64-bit integer")),
+            _ => Err(async_graphql::InputValueError::expected_type(value)),
+        }
+    }
+
+    fn to_value(&self) -> async_graphql::Value {
+        async_graphql::Value::Number(self.0.into())
+    }
+}
+
+impl From<u64> for Long {
+    fn from(value: u64) -> Self {
+        Self(i64::try_from(value).unwrap_or(i64::MAX))
+    }
+}
+
+impl Long {
+    /// The value as an unsigned one (positions, versions), or `INVALID_INPUT` naming
+    /// `field` when negative.
+    pub fn unsigned(self, field: &str) -> Result<u64, ApiError> {
+        u64::try_from(self.0)
+            .map_err(|_| ApiError::invalid_field(field, format!("{field} cannot be negative")))
+    }
+}
+
 /// An amount of money.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct Money {
     /// Amount in minor units (cents for EUR).
-    pub amount_minor: u64,
+    pub amount_minor: Long,
     /// ISO 4217 currency code.
     pub currency: String,
 }
@@ -128,7 +170,7 @@ pub struct Money {
 impl From<domain::money::Money> for Money {
     fn from(money: domain::money::Money) -> Self {
         Self {
-            amount_minor: money.amount_minor,
+            amount_minor: Long::from(money.amount_minor),
             currency: money.currency.as_str().to_owned(),
         }
     }
@@ -206,8 +248,8 @@ impl Availability {
         ID(self.0.event_id.to_string())
     }
     /// Global store position of the last change it reflects (increases with every change).
-    async fn position(&self) -> u64 {
-        self.0.position.0
+    async fn position(&self) -> Long {
+        Long::from(self.0.position.0)
     }
     /// The event's status.
     async fn status(&self) -> EventStatus {
@@ -218,8 +260,14 @@ impl Availability {
         self.0.tiers.iter().cloned().map(Tier).collect()
     }
     /// Tickets available over every tier.
-    async fn total_available(&self) -> u64 {
-        self.0.tiers.iter().map(|t| u64::from(t.available)).sum()
+    async fn total_available(&self) -> Long {
+        Long::from(
+            self.0
+                .tiers
+                .iter()
+                .map(|t| u64::from(t.available))
+                .sum::<u64>(),
+        )
     }
     /// The states of up to `first` seats (at most 5,000) from the `offset`-th on, in seat
     /// map order (empty for general admission): page through a large seat map.
@@ -349,8 +397,8 @@ impl Event {
         self.0.tiers.iter().cloned().map(Tier).collect()
     }
     /// Number of seats in the seat map (0 for general admission).
-    async fn seat_count(&self) -> u64 {
-        self.0.seat_count as u64
+    async fn seat_count(&self) -> u32 {
+        u32::try_from(self.0.seat_count).unwrap_or(u32::MAX)
     }
     /// Up to `first` seats (at most 5,000) with their state from the `offset`-th on, in
     /// seat map order (empty for general admission): page through a large seat map with
