@@ -1,6 +1,13 @@
 //! Durable snapshots of read models: one row per projection in a SQLite file beside the
 //! event store, holding the model and its checkpoint in one value, so they are written
 //! (and lost) together.
+//!
+//! Each row carries a SHA-256 checksum of its name, version, checkpoint and data: a
+//! snapshot that was edited or damaged is refused at load, and its model rebuilt from the
+//! store, instead of serving wrong counts until someone runs an audit. A file SQLite
+//! cannot read (damaged pages, truncation, not a database) is moved aside as
+//! `readmodels.sqlite3.damaged` and replaced by a fresh one, so that every later start
+//! does not rebuild from zero again and every snapshot write does not fail.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,11 +16,15 @@ use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
 
 use crate::ReadSideError;
 
 /// File name of the read-model snapshots inside a data directory.
 pub const SNAPSHOT_FILE_NAME: &str = "readmodels.sqlite3";
+
+/// Suffix of a snapshot file set aside because it could not be read.
+pub const DAMAGED_SUFFIX: &str = ".damaged";
 
 /// The snapshot file. Cheap to clone: clones share one connection.
 #[derive(Clone)]
@@ -27,23 +38,22 @@ pub struct SnapshotStore {
 }
 
 impl SnapshotStore {
-    /// Opens (creating if needed) the snapshot file in `dir` for reading and writing.
+    /// Opens (creating if needed) the snapshot file in `dir` for reading and writing. A file
+    /// that cannot be read is set aside and replaced by an empty one (its models are
+    /// rebuilt from the store).
     pub fn open(dir: &Path) -> Result<Self, ReadSideError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             ReadSideError::Snapshot(format!("cannot create {}: {e}", dir.display()))
         })?;
         let path = dir.join(SNAPSHOT_FILE_NAME);
-        let conn = Connection::open(&path).map_err(|e| err(&path, e))?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
-             CREATE TABLE IF NOT EXISTS snapshots (
-                 name TEXT PRIMARY KEY,
-                 version INTEGER NOT NULL,
-                 position INTEGER NOT NULL,
-                 data BLOB NOT NULL
-             );",
-        )
-        .map_err(|e| err(&path, e))?;
+        let conn = match open_checked(&path) {
+            Ok(conn) => conn,
+            Err(error) => {
+                tracing::warn!(file = %path.display(), %error, "snapshot file unreadable; setting it aside and starting a new one");
+                set_aside(&path)?;
+                open_checked(&path).map_err(|e| err(&path, e))?
+            }
+        };
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             read_only: false,
@@ -51,22 +61,30 @@ impl SnapshotStore {
         })
     }
 
-    /// Opens the snapshot file in `dir` read-only, or `None` when there is none yet.
+    /// Opens the snapshot file in `dir` read-only, or `None` when there is none yet (or it
+    /// cannot be read: the models are then rebuilt from the store, and the file is left
+    /// for the server to replace).
     pub fn open_read_only(dir: &Path) -> Result<Option<Self>, ReadSideError> {
         let path = dir.join(SNAPSHOT_FILE_NAME);
         if !path.is_file() {
             return Ok(None);
         }
-        let conn = Connection::open_with_flags(
+        let opened = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(|e| err(&path, e))?;
-        Ok(Some(Self {
-            conn: Arc::new(Mutex::new(conn)),
-            read_only: true,
-            path: Arc::new(path),
-        }))
+        .and_then(|conn| integrity_check(&conn).map(|()| conn));
+        match opened {
+            Ok(conn) => Ok(Some(Self {
+                conn: Arc::new(Mutex::new(conn)),
+                read_only: true,
+                path: Arc::new(path),
+            })),
+            Err(error) => {
+                tracing::warn!(file = %path.display(), %error, "snapshot file unreadable; rebuilding from the store");
+                Ok(None)
+            }
+        }
     }
 
     /// Whether this store refuses writes.
@@ -88,11 +106,13 @@ impl SnapshotStore {
             .map_err(|e| ReadSideError::Snapshot(format!("cannot encode {name}: {e}")))?;
         let position = i64::try_from(value.checkpoint().0)
             .map_err(|_| ReadSideError::Snapshot(format!("{name}: position out of range")))?;
+        let sum = checksum(name, version, position, &data);
         let conn = self.conn.lock();
         conn.execute(
-            "INSERT INTO snapshots (name, version, position, data) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(name) DO UPDATE SET version = ?2, position = ?3, data = ?4",
-            params![name, version, position, data],
+            "INSERT INTO snapshots (name, version, position, data, checksum)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(name) DO UPDATE SET version = ?2, position = ?3, data = ?4, checksum = ?5",
+            params![name, version, position, data, sum],
         )
         .map_err(|e| err(&self.path, e))?;
         Ok(())
@@ -104,18 +124,24 @@ impl SnapshotStore {
         name: &str,
         version: u32,
     ) -> Result<Option<T>, ReadSideError> {
-        let row: Option<(u32, Vec<u8>)> = self
+        type Row = (u32, i64, Vec<u8>, Option<Vec<u8>>);
+        let row: Option<Row> = self
             .conn
             .lock()
             .query_row(
-                "SELECT version, data FROM snapshots WHERE name = ?1",
+                "SELECT version, position, data, checksum FROM snapshots WHERE name = ?1",
                 params![name],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()
             .map_err(|e| err(&self.path, e))?;
         match row {
-            Some((v, data)) if v == version => {
+            Some((v, position, data, sum)) if v == version => {
+                if sum.as_deref() != Some(checksum(name, v, position, &data).as_slice()) {
+                    return Err(ReadSideError::Snapshot(format!(
+                        "snapshot of {name} does not match its checksum (edited or damaged)"
+                    )));
+                }
                 serde_json::from_slice(&data).map(Some).map_err(|e| {
                     ReadSideError::Snapshot(format!("snapshot of {name} unreadable: {e}"))
                 })
@@ -138,16 +164,23 @@ impl SnapshotStore {
             .map_err(|e| err(&self.path, e))
     }
 
-    /// Overwrites the raw JSON of the snapshot of `name` (tests damage snapshots with it).
+    /// Overwrites the raw JSON of the snapshot of `name` with a matching checksum, as a
+    /// projection with a bug would have written it (tests of `audit verify` use it).
     #[doc(hidden)]
     pub fn put_raw(&self, name: &str, data: &[u8]) -> Result<(), ReadSideError> {
-        self.conn
-            .lock()
-            .execute(
-                "UPDATE snapshots SET data = ?2 WHERE name = ?1",
-                params![name, data],
+        let conn = self.conn.lock();
+        let (version, position): (u32, i64) = conn
+            .query_row(
+                "SELECT version, position FROM snapshots WHERE name = ?1",
+                params![name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .map_err(|e| err(&self.path, e))?;
+        conn.execute(
+            "UPDATE snapshots SET data = ?2, checksum = ?3 WHERE name = ?1",
+            params![name, data, checksum(name, version, position, data)],
+        )
+        .map_err(|e| err(&self.path, e))?;
         Ok(())
     }
 
@@ -173,6 +206,72 @@ impl<M> HasCheckpoint for crate::runner::Versioned<M> {
     fn checkpoint(&self) -> store::Position {
         self.checkpoint
     }
+}
+
+/// Opens the snapshot file for writing, checks that SQLite can read all of it, and makes
+/// sure its table (with checksums) exists.
+fn open_checked(path: &Path) -> Result<Connection, rusqlite::Error> {
+    let conn = Connection::open(path)?;
+    integrity_check(&conn)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+         CREATE TABLE IF NOT EXISTS snapshots (
+             name TEXT PRIMARY KEY,
+             version INTEGER NOT NULL,
+             position INTEGER NOT NULL,
+             data BLOB NOT NULL,
+             checksum BLOB
+         );",
+    )?;
+    // Files written before checksums: their rows have none, so each is rebuilt once.
+    let has_checksum = conn
+        .prepare("SELECT 1 FROM pragma_table_info('snapshots') WHERE name = 'checksum'")?
+        .exists([])?;
+    if !has_checksum {
+        conn.execute_batch("ALTER TABLE snapshots ADD COLUMN checksum BLOB;")?;
+    }
+    Ok(conn)
+}
+
+/// Fails unless SQLite reads every page of the file (damaged or truncated pages, or a file
+/// that is not a database at all).
+fn integrity_check(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let verdict: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+    if verdict == "ok" {
+        Ok(())
+    } else {
+        Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            Some(verdict),
+        ))
+    }
+}
+
+/// Moves an unreadable snapshot file (and its journals) aside, replacing an older
+/// damaged copy.
+fn set_aside(path: &Path) -> Result<(), ReadSideError> {
+    for suffix in ["", "-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{suffix}", path.display()));
+        if !from.exists() {
+            continue;
+        }
+        let to = PathBuf::from(format!("{}{DAMAGED_SUFFIX}{suffix}", path.display()));
+        std::fs::rename(&from, &to).map_err(|e| {
+            ReadSideError::Snapshot(format!("cannot set {} aside: {e}", from.display()))
+        })?;
+    }
+    Ok(())
+}
+
+/// The checksum of a snapshot row: everything a load relies on.
+fn checksum(name: &str, version: u32, position: i64, data: &[u8]) -> Vec<u8> {
+    let mut hash = Sha256::new();
+    hash.update(name.as_bytes());
+    hash.update([0]);
+    hash.update(version.to_le_bytes());
+    hash.update(position.to_le_bytes());
+    hash.update(data);
+    hash.finalize().to_vec()
 }
 
 fn err(path: &Path, e: rusqlite::Error) -> ReadSideError {

@@ -206,6 +206,117 @@ async fn verify_reports_a_corrupted_read_model_row() {
     );
 }
 
+/// A snapshot edited to another valid number (a hand edit, a bit flip) no longer matches
+/// its checksum: it is refused at start and its model rebuilt from the store, so nothing
+/// serves the wrong count; the next snapshot replaces it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_snapshot_is_refused_and_its_model_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let mut sim = Sim::new(store.clone());
+    let events = sim.scenario().await;
+    let side = persistent(&store, dir.path());
+    side.catch_up(WAIT).await.unwrap();
+    let truth = side.dump();
+    side.shutdown().await;
+    drop(side);
+
+    let a = events[0];
+    let file = dir.path().join(projections::snapshot::SNAPSHOT_FILE_NAME);
+    let edit = |sql: &str| {
+        let db = rusqlite::Connection::open(&file).unwrap();
+        db.execute_batch(sql).unwrap();
+    };
+    let snapshots = SnapshotStore::open(dir.path()).unwrap();
+    let raw = snapshots.raw("catalogue").unwrap().unwrap();
+    drop(snapshots);
+    let mut json: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    let sold = &mut json["model"]["events"][a.to_string()]["tiers"][0]["sold"];
+    *sold = serde_json::json!(sold.as_u64().unwrap() + 1);
+    let edited = serde_json::to_string(&json).unwrap().replace('\'', "''");
+    edit(&format!(
+        "UPDATE snapshots SET data = CAST('{edited}' AS BLOB) WHERE name = 'catalogue'"
+    ));
+
+    let side = persistent(&store, dir.path());
+    side.catch_up(WAIT).await.unwrap();
+    assert_eq!(side.dump(), truth, "rebuilt from the store, not the edited snapshot");
+    let report = audit::verify(store.as_ref(), &side, &no_progress)
+        .await
+        .unwrap();
+    assert!(report.differences.is_empty(), "{report:#?}");
+    side.shutdown().await;
+    drop(side);
+    // The shutdown snapshot replaced the edited row with a true one.
+    let snapshots = SnapshotStore::open(dir.path()).unwrap();
+    let raw = snapshots.raw("catalogue").unwrap().unwrap();
+    assert_ne!(serde_json::from_slice::<serde_json::Value>(&raw).unwrap(), json);
+    drop(snapshots);
+    let side = persistent(&store, dir.path());
+    side.catch_up(WAIT).await.unwrap();
+    assert_eq!(side.dump(), truth);
+    side.shutdown().await;
+}
+
+/// A snapshot file SQLite cannot read (damaged pages, or cut short) is set aside and
+/// replaced: the models are rebuilt once, and later snapshots are written again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_or_truncated_snapshot_file_is_replaced() {
+    for damage in ["pages", "truncated"] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path());
+        let mut sim = Sim::new(store.clone());
+        sim.scenario().await;
+        let side = persistent(&store, dir.path());
+        side.catch_up(WAIT).await.unwrap();
+        let truth = side.dump();
+        side.shutdown().await;
+        drop(side);
+
+        let file = dir.path().join(projections::snapshot::SNAPSHOT_FILE_NAME);
+        // Fold the WAL into the file first, so the damage hits the database pages.
+        rusqlite::Connection::open(&file)
+            .unwrap()
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .unwrap();
+        let mut bytes = std::fs::read(&file).unwrap();
+        assert!(bytes.len() > 8192, "a snapshot file of several pages");
+        match damage {
+            "pages" => {
+                for b in &mut bytes[4096..8192] {
+                    *b = 0xA5;
+                }
+            }
+            _ => bytes.truncate(bytes.len() / 2 + 100),
+        }
+        std::fs::write(&file, &bytes).unwrap();
+
+        let side = persistent(&store, dir.path());
+        side.catch_up(WAIT).await.unwrap();
+        assert_eq!(side.dump(), truth, "{damage}: rebuilt from the store");
+        side.shutdown().await;
+        drop(side);
+        assert!(
+            dir.path()
+                .join(format!(
+                    "{}{}",
+                    projections::snapshot::SNAPSHOT_FILE_NAME,
+                    projections::snapshot::DAMAGED_SUFFIX
+                ))
+                .is_file(),
+            "{damage}: the damaged file is kept aside"
+        );
+        // The new file holds good snapshots: they load without a rebuild.
+        let snapshots = SnapshotStore::open(dir.path()).unwrap();
+        assert!(snapshots.raw("catalogue").unwrap().is_some(), "{damage}");
+        drop(snapshots);
+        let side = persistent(&store, dir.path());
+        side.catch_up(WAIT).await.unwrap();
+        assert_eq!(side.dump(), truth, "{damage}");
+        side.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_your_writes_waits_for_the_position_and_times_out_past_the_head() {
     let dir = tempfile::tempdir().unwrap();
