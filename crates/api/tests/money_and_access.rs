@@ -14,15 +14,17 @@ const HOLD: &str =
 const PURCHASE: &str = "mutation($i: PurchaseTicketsInput!) { purchaseTickets(input: $i) { id eventId status quantity total { amountMinor } } }";
 const ORDER: &str = "query($o: ID!) { order(id: $o) { id eventId status refund { amountMinor } refundStatus refundedAt tickets { status } } }";
 
-/// The provider's books, read from its ledger file: (order id, amount) per charge and per
-/// refund.
-fn provider_books(data_dir: &Path) -> (Vec<(String, i64)>, Vec<(String, i64)>) {
+/// (order id, amount) per entry of the provider's books.
+type Entries = Vec<(String, i64)>;
+
+/// The provider's books, read from its ledger file: its charges and its refunds.
+fn provider_books(data_dir: &Path) -> (Entries, Entries) {
     let db = rusqlite::Connection::open_with_flags(
         data_dir.join(api::app::PAYMENTS_DB),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )
     .expect("the ledger opens");
-    let rows = |sql: &str| -> Vec<(String, i64)> {
+    let rows = |sql: &str| -> Entries {
         let mut statement = db.prepare(sql).expect("statement");
         statement
             .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))

@@ -326,15 +326,14 @@ async fn start_on(
     h: &Harness,
     provider: Arc<dyn payments::PaymentPort>,
 ) -> commands::CommandService {
-    let service = commands::CommandService::start(
+    commands::CommandService::start(
         Arc::new(h.store.clone()),
         Arc::new(h.clock.clone()),
         provider,
         config(),
     )
     .await
-    .expect("start service");
-    service
+    .expect("start service")
 }
 
 async fn paid_orders(

@@ -419,10 +419,8 @@ impl CatalogueModel {
                 })
             }
             E::PerUserLimitSet(e) => entry.per_user_limit = e.limit,
-            E::DoorStaffAssigned(e) => {
-                if !entry.door_staff.contains(&e.user_id) {
-                    entry.door_staff.push(e.user_id);
-                }
+            E::DoorStaffAssigned(e) if !entry.door_staff.contains(&e.user_id) => {
+                entry.door_staff.push(e.user_id);
             }
             E::DoorStaffUnassigned(e) => entry.door_staff.retain(|u| *u != e.user_id),
             E::EventPublished(_) => entry.status = EventStatus::Published,

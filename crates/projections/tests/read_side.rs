@@ -240,7 +240,11 @@ async fn an_edited_snapshot_is_refused_and_its_model_rebuilt() {
 
     let side = persistent(&store, dir.path());
     side.catch_up(WAIT).await.unwrap();
-    assert_eq!(side.dump(), truth, "rebuilt from the store, not the edited snapshot");
+    assert_eq!(
+        side.dump(),
+        truth,
+        "rebuilt from the store, not the edited snapshot"
+    );
     let report = audit::verify(store.as_ref(), &side, &no_progress)
         .await
         .unwrap();
@@ -250,7 +254,10 @@ async fn an_edited_snapshot_is_refused_and_its_model_rebuilt() {
     // The shutdown snapshot replaced the edited row with a true one.
     let snapshots = SnapshotStore::open(dir.path()).unwrap();
     let raw = snapshots.raw("catalogue").unwrap().unwrap();
-    assert_ne!(serde_json::from_slice::<serde_json::Value>(&raw).unwrap(), json);
+    assert_ne!(
+        serde_json::from_slice::<serde_json::Value>(&raw).unwrap(),
+        json
+    );
     drop(snapshots);
     let side = persistent(&store, dir.path());
     side.catch_up(WAIT).await.unwrap();
