@@ -259,10 +259,10 @@ async fn wait_refunded(
 ) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let orders = orders.to_vec();
+        let wanted = orders.to_vec();
         let done = service
             .read(event, move |inv| {
-                orders.iter().all(|o| {
+                wanted.iter().all(|o| {
                     inv.order(*o).is_some_and(|v| {
                         v.refunds.len() == 1
                             && matches!(v.refunds[0].status, RefundStatus::Refunded { .. })
@@ -272,12 +272,29 @@ async fn wait_refunded(
             .await
             .expect("read");
         if done {
-            return;
+            break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
             "refunds not paid in time; the provider has {:?}",
             h.provider.ledger().refunds
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    // The actor answers from decisions not yet durable too: wait for the store.
+    loop {
+        let stored = h.replay(event).await;
+        let durable = orders.iter().all(|o| {
+            stored.order(*o).is_some_and(|v| {
+                matches!(v.refunds.as_slice(), [r] if matches!(r.status, RefundStatus::Refunded { .. }))
+            })
+        });
+        if durable {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "refunds not stored in time"
         );
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
