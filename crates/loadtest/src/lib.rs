@@ -16,8 +16,11 @@
 //! * [`ws`]: a `seatAvailability` subscriber over `graphql-transport-ws`.
 //! * [`stats`]: latency histograms and the purchase-to-subscriber delay.
 //! * [`report`]: the table and the JSON document.
+//! * [`http_war`]: the ticket war through HTTP driven by `wrk` (binary `http-war`): what a
+//!   buyer's purchase costs the server, next to the edge's own ceilings.
 
 pub mod gql;
+pub mod http_war;
 pub mod report;
 pub mod scenario;
 pub mod server;
