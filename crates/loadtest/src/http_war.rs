@@ -213,16 +213,19 @@ pub async fn run(config: HttpWarConfig) -> anyhow::Result<HttpWarReport> {
     phases.push(healthz.clone());
     phases.push(typename);
 
-    let purchase_script = scripts.path().join("purchase.lua");
-    std::fs::write(
-        &purchase_script,
-        purchase_lua(&tokens, &event, &tier, &uuid::Uuid::new_v4().simple().to_string()[..8]),
-    )?;
+    // Each purchase phase has a script of its own: its idempotency keys must be new, or
+    // the second phase would only replay the first one's purchases.
+    let purchase_script = |phase: &str| -> anyhow::Result<PathBuf> {
+        let path = scripts.path().join(format!("purchase-{phase}.lua"));
+        let run = uuid::Uuid::new_v4().simple().to_string();
+        std::fs::write(&path, purchase_lua(&tokens, &event, &tier, &run[..12]))?;
+        Ok(path)
+    };
     let purchases = wrk_phase(
         &config,
         "purchaseTickets (1 ticket)",
         &format!("{base}/graphql"),
-        Some(&purchase_script),
+        Some(&purchase_script("alone")?),
         config.duration,
         pid,
     )
@@ -232,7 +235,15 @@ pub async fn run(config: HttpWarConfig) -> anyhow::Result<HttpWarReport> {
 
     if config.subscribers > 0 {
         phases.push(
-            with_subscribers(&config, &base, &client, &event, &purchase_script, pid).await?,
+            with_subscribers(
+                &config,
+                &base,
+                &client,
+                &event,
+                &purchase_script("subscribed")?,
+                pid,
+            )
+            .await?,
         );
     }
 
