@@ -92,13 +92,58 @@ CREATE INDEX IF NOT EXISTS orders_inventory ON orders (inventory_id, status);
 
 /// A handle on the notifier's database, cheap to clone.
 ///
-/// One connection serialised by a mutex: the notifier's writes are small and few per
-/// notification, and a single connection keeps every transaction trivially ordered.
-/// Blocking SQLite calls run on tokio's blocking pool, never on a runtime worker.
+/// One connection serialised by a mutex: a single connection keeps every transaction
+/// trivially ordered. Its work ([`Db::call`]) runs on one thread of the notifier's own,
+/// never on a runtime worker nor on tokio's blocking pool, and that thread runs at a lower
+/// scheduling priority ([`BACKGROUND_NICE`]): while a sale keeps the cores busy the
+/// notifier gets a small share of them and falls behind (its checkpoint tells how far),
+/// and it catches up as soon as they are free. Notifications are late during a burst, the
+/// sale is not slowed by them.
 #[derive(Clone)]
 pub struct Db {
     /// The connection; `None` once closed so late callers get an error, not a hang.
     conn: Arc<Mutex<Option<Connection>>>,
+    /// The notifier's database thread; it ends when the last handle is dropped.
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+/// Work for the database thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The nice value of the notifier's database thread (Linux): about a tenth of a core's
+/// weight beside a thread of normal priority, so the notifier yields to the sale whenever
+/// both want the CPU.
+pub const BACKGROUND_NICE: i32 = 10;
+
+/// Starts the thread that runs the database's work, in order, at background priority.
+fn spawn_db_thread() -> Result<std::sync::mpsc::Sender<Job>, NotifierError> {
+    let (jobs, incoming) = std::sync::mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("notifier-db".into())
+        .spawn(move || {
+            lower_priority();
+            while let Ok(job) = incoming.recv() {
+                job();
+            }
+        })
+        .map_err(|e| NotifierError::Database(format!("cannot start the database thread: {e}")))?;
+    Ok(jobs)
+}
+
+/// Gives the calling thread the nice value [`BACKGROUND_NICE`] (on Linux the nice value is
+/// a thread's, not the process's). Where that is refused the thread keeps its priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: setpriority only reads its integer arguments; `who` 0 is the calling
+        // thread on Linux.
+        let refused = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, BACKGROUND_NICE) } != 0;
+        if refused {
+            tracing::warn!(
+                "cannot lower the notifier thread's priority: notifications may compete with sales"
+            );
+        }
+    }
 }
 
 impl Db {
@@ -145,23 +190,33 @@ impl Db {
         }
         Ok(Self {
             conn: Arc::new(Mutex::new(Some(conn))),
+            jobs: spawn_db_thread()?,
         })
     }
 
-    /// Runs `f` with the connection on the blocking pool.
+    /// Runs `f` with the connection on the notifier's database thread.
     pub async fn call<R, F>(&self, f: F) -> Result<R, NotifierError>
     where
         R: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<R, NotifierError> + Send + 'static,
     {
         let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock();
-            let conn = guard.as_mut().ok_or(NotifierError::ShutDown)?;
-            f(conn)
-        })
-        .await
-        .map_err(|e| NotifierError::Database(format!("database task failed: {e}")))?
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let result = {
+                let mut guard = conn.lock();
+                match guard.as_mut() {
+                    Some(conn) => f(conn),
+                    None => Err(NotifierError::ShutDown),
+                }
+            };
+            let _ = tx.send(result);
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| NotifierError::Database("the database thread is gone".into()))?;
+        rx.await
+            .map_err(|_| NotifierError::Database("the database thread dropped a task".into()))?
     }
 
     /// Runs `f` with the connection on the current thread (for callers already on a

@@ -130,17 +130,15 @@ fn save_contact(
 ) -> Result<(), NotifierError> {
     match event {
         AccountEvent::AccountRegistered(a) => {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO users (user_id, email, name) VALUES (?1, ?2, ?3)
                  ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, name = excluded.name",
-                params![user.to_string(), a.email.as_str(), a.display_name],
-            )?;
+            )?
+            .execute(params![user.to_string(), a.email.as_str(), a.display_name])?;
         }
         AccountEvent::ProfileUpdated(p) => {
-            tx.execute(
-                "UPDATE users SET name = ?2 WHERE user_id = ?1",
-                params![user.to_string(), p.display_name],
-            )?;
+            tx.prepare_cached("UPDATE users SET name = ?2 WHERE user_id = ?1")?
+                .execute(params![user.to_string(), p.display_name])?;
         }
         _ => {}
     }
@@ -171,11 +169,8 @@ impl Plan<'_, '_> {
                 let before = self.event_context()?;
                 let old_start: Option<i64> = self
                     .tx
-                    .query_row(
-                        "SELECT starts_at FROM events WHERE inventory_id = ?1",
-                        [self.inventory.to_string()],
-                        |r| r.get(0),
-                    )
+                    .prepare_cached("SELECT starts_at FROM events WHERE inventory_id = ?1")?
+                    .query_row([self.inventory.to_string()], |r| r.get(0))
                     .optional()?
                     .flatten();
                 self.save_details(&e.details)?;
@@ -187,11 +182,12 @@ impl Plan<'_, '_> {
                 let holders = self.holders()?;
                 let event_ctx = self.event_context()?;
                 // Pending reminders show the event as it now is.
-                self.tx.execute(
-                    "UPDATE outbox SET context = json_set(context, '$.event', json(?2))
+                self.tx
+                    .prepare_cached(
+                        "UPDATE outbox SET context = json_set(context, '$.event', json(?2))
                      WHERE inventory_id = ?1 AND kind = 'event_reminder' AND status = 'pending'",
-                    params![self.inventory.to_string(), event_ctx.to_string()],
-                )?;
+                    )?
+                    .execute(params![self.inventory.to_string(), event_ctx.to_string()])?;
                 for user in holders {
                     let ctx = json!({
                         "event": event_ctx,
@@ -206,24 +202,24 @@ impl Plan<'_, '_> {
                 )
             }
             E::EventCancelled(e) => {
-                self.tx.execute(
-                    "UPDATE events SET cancelled = 1, cancel_reason = ?2 WHERE inventory_id = ?1",
+                self.tx.prepare_cached("UPDATE events SET cancelled = 1, cancel_reason = ?2 WHERE inventory_id = ?1")?.execute(
                     params![self.inventory.to_string(), e.reason],
                 )?;
                 outbox::cancel_event_reminders(self.tx, self.inventory)?;
                 Ok(())
             }
             E::HoldPlaced(h) => {
-                self.tx.execute(
-                    "INSERT INTO orders (order_id, inventory_id, user_id, status, tickets)
+                self.tx
+                    .prepare_cached(
+                        "INSERT INTO orders (order_id, inventory_id, user_id, status, tickets)
                      VALUES (?1, ?2, ?3, 'held', '[]')
                      ON CONFLICT (order_id) DO NOTHING",
-                    params![
+                    )?
+                    .execute(params![
                         h.order_id.to_string(),
                         self.inventory.to_string(),
                         h.user_id.to_string()
-                    ],
-                )?;
+                    ])?;
                 Ok(())
             }
             E::HoldReleased(h) => self.set_order_status(h.order_id.0, "released"),
@@ -251,10 +247,9 @@ impl Plan<'_, '_> {
                     })
                     .collect();
                 let tickets = Value::Array(tickets);
-                self.tx.execute(
-                    "INSERT INTO orders (order_id, inventory_id, user_id, status, tickets)
+                self.tx.prepare_cached("INSERT INTO orders (order_id, inventory_id, user_id, status, tickets)
                      VALUES (?1, ?2, ?3, 'confirmed', ?4)
-                     ON CONFLICT (order_id) DO UPDATE SET status = 'confirmed', tickets = excluded.tickets",
+                     ON CONFLICT (order_id) DO UPDATE SET status = 'confirmed', tickets = excluded.tickets")?.execute(
                     params![
                         o.order_id.to_string(),
                         self.inventory.to_string(),
@@ -291,11 +286,8 @@ impl Plan<'_, '_> {
                 let event_ctx = self.event_context()?;
                 let reason: Option<String> = self
                     .tx
-                    .query_row(
-                        "SELECT cancel_reason FROM events WHERE inventory_id = ?1",
-                        [self.inventory.to_string()],
-                        |r| r.get(0),
-                    )
+                    .prepare_cached("SELECT cancel_reason FROM events WHERE inventory_id = ?1")?
+                    .query_row([self.inventory.to_string()], |r| r.get(0))
                     .optional()?
                     .flatten();
                 let order = json!({
@@ -343,10 +335,9 @@ impl Plan<'_, '_> {
     }
 
     fn save_details(&self, d: &EventDetails) -> Result<(), NotifierError> {
-        self.tx.execute(
-            "INSERT INTO events (inventory_id, name, venue, starts_at, ends_at) VALUES (?1, ?2, ?3, ?4, ?5)
+        self.tx.prepare_cached("INSERT INTO events (inventory_id, name, venue, starts_at, ends_at) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (inventory_id) DO UPDATE SET name = excluded.name, venue = excluded.venue,
-                 starts_at = excluded.starts_at, ends_at = excluded.ends_at",
+                 starts_at = excluded.starts_at, ends_at = excluded.ends_at")?.execute(
             params![
                 self.inventory.to_string(),
                 d.name,
@@ -359,21 +350,17 @@ impl Plan<'_, '_> {
     }
 
     fn set_order_status(&self, order: Uuid, status: &str) -> Result<(), NotifierError> {
-        self.tx.execute(
-            "UPDATE orders SET status = ?2 WHERE order_id = ?1",
-            params![order.to_string(), status],
-        )?;
+        self.tx
+            .prepare_cached("UPDATE orders SET status = ?2 WHERE order_id = ?1")?
+            .execute(params![order.to_string(), status])?;
         Ok(())
     }
 
     fn order_user(&self, order: Uuid) -> Result<Option<Uuid>, NotifierError> {
         let user: Option<String> = self
             .tx
-            .query_row(
-                "SELECT user_id FROM orders WHERE order_id = ?1",
-                [order.to_string()],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT user_id FROM orders WHERE order_id = ?1")?
+            .query_row([order.to_string()], |r| r.get(0))
             .optional()?;
         user.map(|u| outbox::parse_uuid(&u)).transpose()
     }
@@ -395,11 +382,12 @@ impl Plan<'_, '_> {
     fn event_context(&self) -> Result<Value, NotifierError> {
         let row: Option<EventRow> = self
             .tx
-            .query_row(
+            .prepare_cached(
                 "SELECT name, venue, starts_at, ends_at FROM events WHERE inventory_id = ?1",
-                [self.inventory.to_string()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
+            )?
+            .query_row([self.inventory.to_string()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
             .optional()?;
         let (name, venue, starts, ends) =
             row.unwrap_or_else(|| ("an event".into(), None, None, None));
@@ -415,11 +403,8 @@ impl Plan<'_, '_> {
     fn contact(&self, user: Uuid) -> Result<Option<(String, Option<String>)>, NotifierError> {
         Ok(self
             .tx
-            .query_row(
-                "SELECT email, name FROM users WHERE user_id = ?1",
-                [user.to_string()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .prepare_cached("SELECT email, name FROM users WHERE user_id = ?1")?
+            .query_row([user.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?)
     }
 
@@ -503,11 +488,8 @@ impl Plan<'_, '_> {
     ) -> Result<(), NotifierError> {
         let row: Option<(Option<i64>, i64)> = self
             .tx
-            .query_row(
-                "SELECT starts_at, cancelled FROM events WHERE inventory_id = ?1",
-                [self.inventory.to_string()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .prepare_cached("SELECT starts_at, cancelled FROM events WHERE inventory_id = ?1")?
+            .query_row([self.inventory.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         let Some((Some(starts_at), 0)) = row else {
             return Ok(());

@@ -23,7 +23,8 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 use uuid::Uuid;
 
 use crate::port::{ChargeOutcome, DeclineReason, RefundReason};
-use crate::simulator::{ChargeRecord, ChargeStatus, RefundRecord};
+use crate::simulator::{Books, ChargeRecord, ChargeStatus, RefundRecord};
+use std::sync::Arc;
 
 /// `application_id` stamped into our files ("TPAY"), so that any other SQLite database is
 /// refused instead of being written to.
@@ -485,6 +486,284 @@ impl Journal {
     fn write_error(&self, doing: &str, error: rusqlite::Error) -> WriteError {
         tracing::error!(path = %self.path.display(), %error, "payment ledger: {doing} failed");
         WriteError(format!("the ledger could not be written ({doing})"))
+    }
+}
+
+/// A write the ledger's writer thread makes, with where its answer goes.
+enum Write {
+    Charge {
+        record: ChargeRecord,
+        idempotency_key: String,
+        answer: Answer,
+        reply: tokio::sync::oneshot::Sender<Result<Inserted<StoredCharge>, WriteError>>,
+    },
+    Settle {
+        charge_id: String,
+        status: ChargeStatus,
+        reply: tokio::sync::oneshot::Sender<Result<(), WriteError>>,
+    },
+    Refund {
+        record: RefundRecord,
+        reply: tokio::sync::oneshot::Sender<Result<Inserted<RefundRecord>, WriteError>>,
+    },
+}
+
+/// Most writes one commit takes.
+const MAX_WRITES_PER_COMMIT: usize = 1024;
+
+/// The ledger's writer: writes queued from every caller are committed together (group
+/// commit), one transaction per batch, on tokio's blocking pool, never on a runtime worker.
+/// A caller's write is answered only once its commit is done, so "written before answered"
+/// still holds; a busy sale shares one commit among hundreds of charges.
+#[derive(Clone)]
+pub(crate) struct JournalWriter {
+    writes: tokio::sync::mpsc::UnboundedSender<Write>,
+}
+
+impl JournalWriter {
+    /// Starts the committer on an open ledger (inside a Tokio runtime). Once a commit is
+    /// done, the committer makes its entries in `books` too, in commit order, before
+    /// answering: the books in memory are always the file's, in the file's order.
+    pub(crate) fn spawn(journal: Journal, books: Arc<parking_lot::Mutex<Books>>) -> Self {
+        let (writes, incoming) = tokio::sync::mpsc::unbounded_channel::<Write>();
+        tokio::spawn(run_committer(
+            Arc::new(parking_lot::Mutex::new(journal)),
+            books,
+            incoming,
+        ));
+        Self { writes }
+    }
+
+    /// Records a charge, unless its order already has one: then returns that one.
+    pub(crate) async fn insert_charge(
+        &self,
+        record: ChargeRecord,
+        idempotency_key: String,
+        answer: Answer,
+    ) -> Result<Inserted<StoredCharge>, WriteError> {
+        let (reply, answered) = tokio::sync::oneshot::channel();
+        self.send(Write::Charge {
+            record,
+            idempotency_key,
+            answer,
+            reply,
+        })?;
+        answered.await.unwrap_or_else(|_| Err(gone()))
+    }
+
+    /// Records where a pending charge now stands.
+    pub(crate) async fn settle_charge(
+        &self,
+        charge_id: String,
+        status: ChargeStatus,
+    ) -> Result<(), WriteError> {
+        let (reply, answered) = tokio::sync::oneshot::channel();
+        self.send(Write::Settle {
+            charge_id,
+            status,
+            reply,
+        })?;
+        answered.await.unwrap_or_else(|_| Err(gone()))
+    }
+
+    /// Records a refund, unless its charge already has one: then returns that one.
+    pub(crate) async fn insert_refund(
+        &self,
+        record: RefundRecord,
+    ) -> Result<Inserted<RefundRecord>, WriteError> {
+        let (reply, answered) = tokio::sync::oneshot::channel();
+        self.send(Write::Refund { record, reply })?;
+        answered.await.unwrap_or_else(|_| Err(gone()))
+    }
+
+    fn send(&self, write: Write) -> Result<(), WriteError> {
+        self.writes.send(write).map_err(|_| gone())
+    }
+}
+
+fn gone() -> WriteError {
+    WriteError("the ledger's writer has stopped".into())
+}
+
+/// The committer: takes every write queued, makes them in one transaction on the blocking
+/// pool, commits, enters them in the books, then answers each. A failed commit answers
+/// every write of its batch with the error (none of them is in the file). Ends when every
+/// handle is dropped and the queue is drained.
+async fn run_committer(
+    journal: Arc<parking_lot::Mutex<Journal>>,
+    books: Arc<parking_lot::Mutex<Books>>,
+    mut incoming: tokio::sync::mpsc::UnboundedReceiver<Write>,
+) {
+    while let Some(first) = incoming.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_WRITES_PER_COMMIT {
+            match incoming.try_recv() {
+                Ok(write) => batch.push(write),
+                Err(_) => break,
+            }
+        }
+        let journal = Arc::clone(&journal);
+        let books = Arc::clone(&books);
+        let committed =
+            tokio::task::spawn_blocking(move || commit(&mut journal.lock(), &books, batch)).await;
+        match committed {
+            Ok(answers) => {
+                for answer in answers {
+                    answer.send();
+                }
+            }
+            // The batch's replies were dropped with it: their callers see the writer gone.
+            Err(error) => tracing::error!(%error, "payment ledger: a commit task failed"),
+        }
+    }
+}
+
+/// Makes a batch of writes in one transaction; what each answers.
+fn commit(
+    journal: &mut Journal,
+    books: &parking_lot::Mutex<Books>,
+    batch: Vec<Write>,
+) -> Vec<Made> {
+    if let Err(e) = journal.conn.execute_batch("BEGIN IMMEDIATE") {
+        let error = journal.write_error("starting a transaction", e);
+        return batch
+            .into_iter()
+            .map(|write| write.failed(&error))
+            .collect();
+    }
+    let mut answers: Vec<Made> = batch
+        .into_iter()
+        .map(|write| journal.apply(write))
+        .collect();
+    match journal.conn.execute_batch("COMMIT") {
+        Ok(()) => {
+            let mut books = books.lock();
+            for answer in &answers {
+                answer.enter(&mut books);
+            }
+        }
+        Err(e) => {
+            let error = journal.write_error("committing", e);
+            let _ = journal.conn.execute_batch("ROLLBACK");
+            for answer in &mut answers {
+                answer.fail(&error);
+            }
+        }
+    }
+    answers
+}
+
+/// A write made in the open transaction, waiting for its commit to be answered.
+enum Made {
+    Charge(
+        tokio::sync::oneshot::Sender<Result<Inserted<StoredCharge>, WriteError>>,
+        ChargeRecord,
+        Result<Inserted<StoredCharge>, WriteError>,
+    ),
+    Settle(
+        tokio::sync::oneshot::Sender<Result<(), WriteError>>,
+        (String, ChargeStatus),
+        Result<(), WriteError>,
+    ),
+    Refund(
+        tokio::sync::oneshot::Sender<Result<Inserted<RefundRecord>, WriteError>>,
+        RefundRecord,
+        Result<Inserted<RefundRecord>, WriteError>,
+    ),
+}
+
+impl Made {
+    /// Makes a committed entry in the books in memory (what was there first stays).
+    fn enter(&self, books: &mut Books) {
+        match self {
+            Made::Charge(_, record, Ok(inserted)) => {
+                let record = match inserted {
+                    Inserted::New => record,
+                    Inserted::Existing(first) => &first.record,
+                };
+                if books.charge(&record.charge_id).is_none() {
+                    books.add_charge(record.clone());
+                }
+            }
+            Made::Settle(_, (charge_id, status), Ok(())) => {
+                if let Some(charge) = books.charge_mut(charge_id) {
+                    charge.status = *status;
+                }
+            }
+            Made::Refund(_, record, Ok(inserted)) => {
+                let record = match inserted {
+                    Inserted::New => record,
+                    Inserted::Existing(first) => first,
+                };
+                if books.refund_of(&record.charge_id).is_none() {
+                    books.add_refund(record.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn send(self) {
+        // A caller that gave up finds its write in the file at its next call.
+        match self {
+            Made::Charge(reply, _, result) => drop(reply.send(result)),
+            Made::Settle(reply, _, result) => drop(reply.send(result)),
+            Made::Refund(reply, _, result) => drop(reply.send(result)),
+        }
+    }
+
+    /// Replaces what this write answers with `error` (its commit failed).
+    fn fail(&mut self, error: &WriteError) {
+        let error = WriteError(error.0.clone());
+        match self {
+            Made::Charge(_, _, result) => *result = Err(error),
+            Made::Settle(_, _, result) => *result = Err(error),
+            Made::Refund(_, _, result) => *result = Err(error),
+        }
+    }
+}
+
+impl Write {
+    /// This write, not made: it answers `error`.
+    fn failed(self, error: &WriteError) -> Made {
+        let error = WriteError(error.0.clone());
+        match self {
+            Write::Charge { record, reply, .. } => Made::Charge(reply, record, Err(error)),
+            Write::Settle {
+                charge_id,
+                status,
+                reply,
+            } => Made::Settle(reply, (charge_id, status), Err(error)),
+            Write::Refund { record, reply } => Made::Refund(reply, record, Err(error)),
+        }
+    }
+}
+
+impl Journal {
+    fn apply(&mut self, write: Write) -> Made {
+        match write {
+            Write::Charge {
+                record,
+                idempotency_key,
+                answer,
+                reply,
+            } => {
+                let made = self.insert_charge(&record, &idempotency_key, answer);
+                Made::Charge(reply, record, made)
+            }
+            Write::Settle {
+                charge_id,
+                status,
+                reply,
+            } => {
+                let made = self.settle_charge(&charge_id, status);
+                Made::Settle(reply, (charge_id, status), made)
+            }
+            Write::Refund { record, reply } => {
+                let made = self.insert_refund(&record);
+                Made::Refund(reply, record, made)
+            }
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use crate::delivery::{WebhookDelivery, WebhookSink};
-use crate::journal::{Answer, Inserted, Journal, LedgerError, StoredCharge};
+use crate::journal::{Answer, Inserted, Journal, JournalWriter, LedgerError, StoredCharge};
 use crate::port::{
     ChargeOutcome, ChargeRequest, DeclineReason, ListedCharge, ListedChargeStatus, PaymentError,
     PaymentPort, RefundOutcome, RefundReason, RefundRequest,
@@ -222,41 +222,38 @@ impl Ledger {
 /// The ledger with indexes, so that settling or refunding a charge does not scan every
 /// charge ever made (a load test makes hundreds of thousands).
 #[derive(Default)]
-struct Books {
+pub(crate) struct Books {
     /// What [`SimulatedProvider::ledger`] copies out.
     ledger: Ledger,
     /// Position of each charge in `ledger.charges`.
     charge_at: HashMap<String, usize>,
     /// Position of each charge's refund in `ledger.refunds`.
     refund_at: HashMap<String, usize>,
-    /// The ledger file every entry is written to before it is answered; `None` for a
-    /// provider whose books live in memory only.
-    journal: Option<Journal>,
 }
 
 impl Books {
-    fn add_charge(&mut self, record: ChargeRecord) {
+    pub(crate) fn add_charge(&mut self, record: ChargeRecord) {
         self.charge_at
             .insert(record.charge_id.clone(), self.ledger.charges.len());
         self.ledger.charges.push(record);
     }
 
-    fn charge_mut(&mut self, charge_id: &str) -> Option<&mut ChargeRecord> {
+    pub(crate) fn charge_mut(&mut self, charge_id: &str) -> Option<&mut ChargeRecord> {
         let at = *self.charge_at.get(charge_id)?;
         self.ledger.charges.get_mut(at)
     }
 
-    fn charge(&self, charge_id: &str) -> Option<&ChargeRecord> {
+    pub(crate) fn charge(&self, charge_id: &str) -> Option<&ChargeRecord> {
         let at = *self.charge_at.get(charge_id)?;
         self.ledger.charges.get(at)
     }
 
-    fn refund_of(&self, charge_id: &str) -> Option<&RefundRecord> {
+    pub(crate) fn refund_of(&self, charge_id: &str) -> Option<&RefundRecord> {
         let at = *self.refund_at.get(charge_id)?;
         self.ledger.refunds.get(at)
     }
 
-    fn add_refund(&mut self, record: RefundRecord) {
+    pub(crate) fn add_refund(&mut self, record: RefundRecord) {
         self.refund_at
             .insert(record.charge_id.clone(), self.ledger.refunds.len());
         self.ledger.refunds.push(record);
@@ -291,8 +288,15 @@ struct Inner {
     /// with other parameters) and the first outcome, which every later call returns. The
     /// cell also makes concurrent calls wait for the one in flight instead of charging.
     orders: Mutex<HashMap<Uuid, OrderSlot>>,
-    /// The books; refunds are decided under this lock, which makes them idempotent.
-    books: Mutex<Books>,
+    /// The books in memory (with a ledger file, its writer makes the entries).
+    books: Arc<Mutex<Books>>,
+    /// The ledger file every entry is written to before it is answered (through its
+    /// writer thread, which commits many at once); `None` for a provider whose books live
+    /// in memory only.
+    journal: Option<JournalWriter>,
+    /// One cell per charge being refunded: concurrent refunds of a charge wait for the one
+    /// in flight, so a charge is refunded once.
+    refunding: Mutex<HashMap<String, Arc<OnceCell<RefundRecord>>>>,
 }
 
 struct OrderSlot {
@@ -314,7 +318,13 @@ impl std::fmt::Debug for SimulatedProvider {
 impl SimulatedProvider {
     /// A provider with empty books, kept in memory only, that sends its webhooks to `sink`.
     pub fn new(config: SimulatorConfig, sink: Arc<dyn WebhookSink>) -> Self {
-        Self::with_books(config, sink, Books::default(), HashMap::new())
+        Self::with_books(
+            config,
+            sink,
+            Arc::new(Mutex::new(Books::default())),
+            HashMap::new(),
+            None,
+        )
     }
 
     /// A provider whose books are kept in the ledger file at `path` (created when absent),
@@ -332,10 +342,7 @@ impl SimulatedProvider {
             return Err(LedgerError::NoRuntime);
         }
         let (journal, charges, refunds) = Journal::open(path.as_ref())?;
-        let mut books = Books {
-            journal: Some(journal),
-            ..Books::default()
-        };
+        let mut books = Books::default();
         let mut orders = HashMap::with_capacity(charges.len());
         let mut pending = Vec::new();
         for stored in charges {
@@ -358,7 +365,9 @@ impl SimulatedProvider {
         for refund in refunds {
             books.add_refund(refund);
         }
-        let provider = Self::with_books(config, sink, books, orders);
+        let books = Arc::new(Mutex::new(books));
+        let journal = JournalWriter::spawn(journal, Arc::clone(&books));
+        let provider = Self::with_books(config, sink, books, orders, Some(journal));
         if !pending.is_empty() {
             tracing::info!(
                 charges = pending.len(),
@@ -374,8 +383,9 @@ impl SimulatedProvider {
     fn with_books(
         config: SimulatorConfig,
         sink: Arc<dyn WebhookSink>,
-        books: Books,
+        books: Arc<Mutex<Books>>,
         orders: HashMap<Uuid, OrderSlot>,
+        journal: Option<JournalWriter>,
     ) -> Self {
         let webhooks = Webhooks {
             sink,
@@ -386,7 +396,9 @@ impl SimulatedProvider {
                 config,
                 webhooks,
                 orders: Mutex::new(orders),
-                books: Mutex::new(books),
+                books,
+                journal,
+                refunding: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -462,8 +474,8 @@ impl PaymentPort for SimulatedProvider {
     }
 
     async fn refund(&self, request: RefundRequest) -> Result<RefundOutcome, PaymentError> {
-        let (record, outcome) = {
-            let mut books = self.inner.books.lock();
+        let (candidate, cell) = {
+            let books = self.inner.books.lock();
             let charge =
                 books
                     .charge(&request.charge_id)
@@ -485,7 +497,7 @@ impl PaymentPort for SimulatedProvider {
             if let Some(done) = books.refund_of(&request.charge_id) {
                 return Ok(refund_outcome(done));
             }
-            let record = RefundRecord {
+            let candidate = RefundRecord {
                 refund_id: new_id("re"),
                 charge_id: charge.charge_id.clone(),
                 order_id: charge.order_id,
@@ -493,21 +505,47 @@ impl PaymentPort for SimulatedProvider {
                 currency: charge.currency.clone(),
                 reason: request.reason,
             };
-            if let Some(journal) = &mut books.journal {
-                match journal.insert_refund(&record).map_err(unavailable)? {
-                    Inserted::New => {}
-                    // Another provider on the same ledger refunded it first.
-                    Inserted::Existing(first) => {
-                        let outcome = refund_outcome(&first);
-                        books.add_refund(first);
-                        return Ok(outcome);
-                    }
-                }
-            }
-            books.add_refund(record.clone());
-            let outcome = refund_outcome(&record);
-            (record, outcome)
+            let cell = self
+                .inner
+                .refunding
+                .lock()
+                .entry(request.charge_id.clone())
+                .or_default()
+                .clone();
+            (candidate, cell)
         };
+        // The call that makes the refund sends its webhook; others answer with it.
+        let made_here = std::sync::atomic::AtomicBool::new(false);
+        let record = cell
+            .get_or_try_init(|| async {
+                let record = match &self.inner.journal {
+                    None => candidate,
+                    Some(journal) => match journal
+                        .insert_refund(candidate.clone())
+                        .await
+                        .map_err(unavailable)?
+                    {
+                        Inserted::New => {
+                            made_here.store(true, std::sync::atomic::Ordering::Relaxed);
+                            candidate
+                        }
+                        // Another provider on the same ledger refunded it first.
+                        Inserted::Existing(first) => first,
+                    },
+                };
+                if self.inner.journal.is_none() {
+                    made_here.store(true, std::sync::atomic::Ordering::Relaxed);
+                    self.inner.books.lock().add_refund(record.clone());
+                }
+                Ok::<_, PaymentError>(record)
+            })
+            .await?
+            .clone();
+        self.inner.refunding.lock().remove(&record.charge_id);
+        let outcome = refund_outcome(&record);
+        if !made_here.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(outcome);
+        }
         let event = WebhookEvent {
             id: new_id("evt"),
             kind: WebhookEventType::RefundSucceeded,
@@ -628,19 +666,25 @@ impl Inner {
             token: request.token,
             status,
         };
-        {
-            let mut books = self.books.lock();
-            if let Some(journal) = &mut books.journal {
+        match &self.journal {
+            // The writer enters the charge in the books once it is in the file.
+            Some(journal) => {
                 let inserted = journal
-                    .insert_charge(&record, &idempotency_key, Answer::of(&outcome))
+                    .insert_charge(
+                        record.clone(),
+                        idempotency_key.clone(),
+                        Answer::of(&outcome),
+                    )
+                    .await
                     .map_err(unavailable)?;
                 if let Inserted::Existing(first) = inserted {
                     // Another provider on the same ledger charged this order first: its
                     // charge stands, and settles there.
+                    let mut books = self.books.lock();
                     return answer_existing(&mut books, first, &record, &idempotency_key);
                 }
             }
-            books.add_charge(record);
+            None => self.books.lock().add_charge(record),
         }
         // Spawned only once the charge is in the books, where the settlement looks for it.
         if let Behaviour::Later(settlement) = behaviour {
@@ -693,28 +737,34 @@ fn answer_existing(
 
 /// Settles a pending charge and reports it by webhook.
 async fn settle(inner: Weak<Inner>, charge_id: String, decline: Option<DeclineReason>) {
-    let Some(inner) = inner.upgrade() else {
-        return;
-    };
     let status = match decline {
         None => ChargeStatus::Succeeded,
         Some(reason) => ChargeStatus::Declined(reason),
     };
+    // A provider that is gone (a crash) settles nothing: the one reopened on the file does.
+    let Some(inner) = inner.upgrade() else {
+        return;
+    };
+    if let Some(journal) = &inner.journal
+        && journal
+            .settle_charge(charge_id.clone(), status)
+            .await
+            .is_err()
+    {
+        // Logged by the ledger; the charge stays pending in memory and in the file,
+        // where a reopened provider finds it and settles it.
+        return;
+    }
     let event = {
         let mut books = inner.books.lock();
-        if let Some(journal) = &mut books.journal {
-            if journal.settle_charge(&charge_id, status).is_err() {
-                // Logged by the ledger; the charge stays pending in memory and in the
-                // file, where a reopened provider finds it and settles it.
-                return;
-            }
-        }
         let Some(charge) = books.charge_mut(&charge_id) else {
             // Recorded before this task was spawned, and never removed.
             tracing::error!(%charge_id, "pending charge missing from the ledger");
             return;
         };
-        charge.status = status;
+        if inner.journal.is_none() {
+            charge.status = status;
+        }
         WebhookEvent {
             id: new_id("evt"),
             kind: match decline {

@@ -423,6 +423,14 @@ async fn a_damaged_ledger_is_refused_with_what_is_wrong() {
     let path = ledger_path(&dir);
     ledger_with_history(&path).await;
     opened(&path);
+    // A dropped provider's ledger is closed by its writer once it has drained (the last
+    // connection folds the log into the file): copies are taken of the closed file.
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while wal.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!wal.exists(), "the ledger was not closed");
 
     let tamper = |sql: &str| {
         let copy = dir
