@@ -367,6 +367,7 @@ impl<E: Executor> HttpServiceBuilder<E> {
                     .min(Semaphore::MAX_PERMITS),
             )),
             max_websocket_connections: self.options.max_websocket_connections,
+            documents: DocumentCache::default(),
             websockets_per_address: Arc::new(AddressSlots::new(
                 self.options.max_websocket_connections_per_address,
             )),
@@ -588,12 +589,51 @@ struct Inner<E> {
     websocket_slots: Arc<Semaphore>,
     /// The number of permits, for the refusal's message.
     max_websocket_connections: usize,
+    /// Parsed query documents, by query text.
+    documents: DocumentCache,
     /// Open WebSockets per client address, capped.
     websockets_per_address: Arc<AddressSlots>,
     /// How long a WebSocket may wait before `connection_init`.
     websocket_init_timeout: Duration,
     /// How long a WebSocket may sit without operations and messages.
     websocket_idle_timeout: Duration,
+}
+
+/// Query documents already parsed, by their text: clients send the same few queries over
+/// and over, and parsing one costs as much as executing a small one. A document that does
+/// not parse is not kept (the schema reports its error as usual). Bounded: when full it
+/// starts afresh, so a flood of distinct queries costs parsing, never memory.
+#[derive(Default)]
+struct DocumentCache(
+    parking_lot::Mutex<
+        std::collections::HashMap<Arc<str>, async_graphql::parser::types::ExecutableDocument>,
+    >,
+);
+
+/// Most documents kept.
+const MAX_CACHED_DOCUMENTS: usize = 1024;
+
+/// Longest query text kept (longer ones are parsed each time).
+const MAX_CACHED_QUERY_LEN: usize = 16 * 1024;
+
+impl DocumentCache {
+    /// The parsed document of `query`, parsing it on a miss; `None` when it does not parse.
+    fn parsed(&self, query: &str) -> Option<async_graphql::parser::types::ExecutableDocument> {
+        if let Some(document) = self.0.lock().get(query) {
+            metrics::counter!("api_query_documents_total", "cache" => "hit").increment(1);
+            return Some(document.clone());
+        }
+        metrics::counter!("api_query_documents_total", "cache" => "miss").increment(1);
+        let document = async_graphql::parser::parse_query(query).ok()?;
+        if query.len() <= MAX_CACHED_QUERY_LEN {
+            let mut documents = self.0.lock();
+            if documents.len() >= MAX_CACHED_DOCUMENTS {
+                documents.clear();
+            }
+            documents.insert(query.into(), document.clone());
+        }
+        Some(document)
+    }
 }
 
 /// Open connections per client address, at most `max` each.
@@ -803,13 +843,16 @@ async fn graphql_post<E: Executor>(
         )
         .into_response();
     }
-    let request: async_graphql::Request = match serde_json::from_slice(&body) {
+    let mut request: async_graphql::Request = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(error) => {
             return ApiError::invalid_input(format!("the body is not a GraphQL request: {error}"))
                 .into_response();
         }
     };
+    if let Some(document) = state.documents.parsed(&request.query) {
+        request.set_parsed_query(document);
+    }
     let context = RequestContext {
         request_id: Arc::clone(&caller.request_id),
         client_ip: caller.client_ip,

@@ -98,6 +98,9 @@ pub struct HttpWarReport {
     pub purchase_to_healthz: f64,
     /// Server's peak resident memory, in bytes.
     pub server_peak_rss_bytes: Option<u64>,
+    /// Seconds from the end of the last purchase phase until the notifier had planned
+    /// everything (its lag back to zero), if it got there within two minutes.
+    pub notifier_drain_seconds: Option<f64>,
     /// Tickets paid in the store at the end.
     pub store_sold: u64,
     /// The tier's capacity.
@@ -141,6 +144,11 @@ impl HttpWarReport {
         ));
         if let Some(rss) = self.server_peak_rss_bytes {
             out.push_str(&format!("server peak RSS: {} MiB\n", rss >> 20));
+        }
+        if let Some(seconds) = self.notifier_drain_seconds {
+            out.push_str(&format!(
+                "notifier caught up {seconds:.1} s after the last purchase phase\n"
+            ));
         }
         out.push_str(&format!(
             "store: {} sold of {}; {}\n",
@@ -247,9 +255,16 @@ pub async fn run(config: HttpWarConfig) -> anyhow::Result<HttpWarReport> {
         );
     }
 
+    let drain_started = Instant::now();
+    let notifier_drain_seconds = notifier_drained(&base, Duration::from_secs(120))
+        .await
+        .then(|| drain_started.elapsed().as_secs_f64());
     sampling.abort();
     sampler.sample(pid);
     let mut failures = Vec::new();
+    if notifier_drain_seconds.is_none() {
+        failures.push("the notifier did not catch up within two minutes of the sale".into());
+    }
     let paid: u64 = phases
         .iter()
         .filter(|p| p.name.starts_with("purchaseTickets"))
@@ -282,6 +297,7 @@ pub async fn run(config: HttpWarConfig) -> anyhow::Result<HttpWarReport> {
         config,
         phases,
         server_peak_rss_bytes: sampler.peak(),
+        notifier_drain_seconds,
         store_sold: sold,
         capacity: CAPACITY,
         failures,
@@ -410,7 +426,10 @@ async fn wrk_phase(
     duration: Duration,
     pid: u32,
 ) -> anyhow::Result<Phase> {
-    eprintln!("{name}: {} connections for {:?}", config.connections, duration);
+    eprintln!(
+        "{name}: {} connections for {:?}",
+        config.connections, duration
+    );
     let mut command = tokio::process::Command::new("wrk");
     command
         .arg("-t")
@@ -424,7 +443,8 @@ async fn wrk_phase(
     let script = match script {
         Some(script) => script.to_owned(),
         None => {
-            let path = std::env::temp_dir().join(format!("ticketing-get-{}.lua", std::process::id()));
+            let path =
+                std::env::temp_dir().join(format!("ticketing-get-{}.lua", std::process::id()));
             std::fs::write(&path, format!("{DONE_LUA}{GET_LUA_BODY}"))?;
             path
         }
@@ -475,6 +495,42 @@ async fn wrk_phase(
         subscriber_delay: None,
         subscriber_errors: 0,
     })
+}
+
+/// Waits until the server's notifier has planned every stored event (`notifier_lag_events`
+/// at 0 on `/metrics`, refreshed every second); false after `limit`.
+async fn notifier_drained(base: &str, limit: Duration) -> bool {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + limit;
+    // The gauge is refreshed once a second: two readings of 0 in a row.
+    let mut zeros = 0;
+    while Instant::now() < deadline {
+        let lag = async {
+            let text = client
+                .get(format!("{base}/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            text.lines()
+                .find(|l| l.starts_with("notifier_lag_events"))
+                .and_then(|l| l.split_whitespace().last())
+                .and_then(|v| v.parse::<f64>().ok())
+        }
+        .await;
+        if lag == Some(0.0) {
+            zeros += 1;
+            if zeros == 2 {
+                return true;
+            }
+        } else {
+            zeros = 0;
+        }
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    false
 }
 
 /// User plus system CPU time of a process, in clock ticks (`/proc/PID/stat` fields 14, 15).
@@ -540,7 +596,10 @@ async fn create_sale(client: &GqlClient, admin: &str) -> anyhow::Result<(String,
         )
         .await
         .map_err(|e| anyhow::anyhow!("creating the event: {e}"))?;
-    let event = data["createEvent"]["id"].as_str().context("event id")?.to_owned();
+    let event = data["createEvent"]["id"]
+        .as_str()
+        .context("event id")?
+        .to_owned();
     let tier = data["createEvent"]["tiers"][0]["id"]
         .as_str()
         .context("tier id")?

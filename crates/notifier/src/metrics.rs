@@ -13,6 +13,8 @@ pub const RETRIED: &str = "notifier_retried_total";
 pub const DEAD_LETTERED: &str = "notifier_dead_lettered_total";
 /// Notifications planned into the outbox.
 pub const PLANNED: &str = "notifier_planned_total";
+/// Counter: milliseconds the planner paused to leave the cores to a burst of sales.
+pub const YIELDED_MS: &str = "notifier_yielded_milliseconds_total";
 /// Gauge: events in the store the planner has not handled yet (head minus checkpoint).
 pub const LAG: &str = "notifier_lag_events";
 /// Gauge: the planner's checkpoint (global position).

@@ -57,6 +57,12 @@ pub struct NotifierConfig {
     pub webhook_timeout: Duration,
     /// Most events planned in one transaction.
     pub plan_batch: usize,
+    /// While the store grows faster than this many events a second (a sale is on), the
+    /// planner takes at most [`NotifierConfig::burst_share`] of one core: notifications
+    /// fall behind during the burst and catch up at full speed after it.
+    pub burst_events_per_second: u64,
+    /// The planner's share of one core during a burst (0 < share ≤ 1; 1 never holds back).
+    pub burst_share: f64,
     /// How long before an event starts its reminders go out.
     pub reminder_lead: Duration,
 }
@@ -75,6 +81,8 @@ impl NotifierConfig {
             },
             webhook_timeout: Duration::from_secs(10),
             plan_batch: 512,
+            burst_events_per_second: 2_000,
+            burst_share: 0.1,
             reminder_lead: Duration::from_secs(24 * 3600),
         }
     }
@@ -165,7 +173,11 @@ impl Notifier {
                 store.clone(),
                 planner,
                 db.clone(),
-                config.plan_batch.max(1),
+                PlannerPace {
+                    batch: config.plan_batch.max(1),
+                    burst_events_per_second: config.burst_events_per_second,
+                    burst_share: config.burst_share.clamp(0.01, 1.0),
+                },
                 wakes.clone(),
                 shutdown_rx,
             )),
@@ -230,15 +242,61 @@ impl NotifierHandle {
     }
 }
 
-/// Plans notifications from the store's global order, one transaction per batch.
+/// How fast the planner goes.
+#[derive(Clone, Copy, Debug)]
+struct PlannerPace {
+    /// Most events per transaction.
+    batch: usize,
+    /// Store growth (events a second) above which a burst is on.
+    burst_events_per_second: u64,
+    /// Share of one core the planner takes during a burst.
+    burst_share: f64,
+}
+
+/// Measures how fast the store grows, from the positions the planner sees, to tell a
+/// burst (a sale under way) from quiet times.
+struct BurstGauge {
+    /// Position and time of the window's start.
+    since: (u64, std::time::Instant),
+    /// Events a second over the last full window.
+    rate: f64,
+}
+
+impl BurstGauge {
+    /// The window over which the rate is measured.
+    const WINDOW: Duration = Duration::from_millis(500);
+
+    fn new(position: u64) -> Self {
+        Self {
+            since: (position, std::time::Instant::now()),
+            rate: 0.0,
+        }
+    }
+
+    /// Records the store's head now; returns the current rate.
+    fn observe(&mut self, head: u64) -> f64 {
+        let elapsed = self.since.1.elapsed();
+        if elapsed >= Self::WINDOW {
+            self.rate = head.saturating_sub(self.since.0) as f64 / elapsed.as_secs_f64();
+            self.since = (head, std::time::Instant::now());
+        }
+        self.rate
+    }
+}
+
+/// Plans notifications from the store's global order, one transaction per batch. During a
+/// burst of sales it yields the cores to them (see [`PlannerPace`]): after each batch it
+/// pauses long enough that planning takes only its share of one core.
 async fn run_planner(
     store: Arc<dyn EventStore>,
     planner: Arc<dyn Planner>,
     db: Db,
-    batch: usize,
+    pace: PlannerPace,
     wakes: Wakes,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let batch = pace.batch;
+    let mut gauge = BurstGauge::new(0);
     let mut failures: u32 = 0;
     'resubscribe: loop {
         if *shutdown.borrow() {
@@ -299,6 +357,7 @@ async fn run_planner(
             }
             let last = events.last().map_or(checkpoint, |e| e.position.0);
             let planner = planner.clone();
+            let started = std::time::Instant::now();
             let planned = db
                 .call(move |conn| {
                     let tx = conn.transaction()?;
@@ -322,6 +381,20 @@ async fn run_planner(
                     metrics::gauge!(m::CHECKPOINT).set(last as f64);
                     for channel in channels {
                         wakes.wake(channel);
+                    }
+                    let head = store.head().await.map_or(last, |p| p.0);
+                    let rate = gauge.observe(head);
+                    if pace.burst_share < 1.0 && rate > pace.burst_events_per_second as f64 {
+                        // Busy `share` of the time: rest (1 - share) / share as long as
+                        // this batch took.
+                        let rest = started
+                            .elapsed()
+                            .mul_f64((1.0 - pace.burst_share) / pace.burst_share);
+                        metrics::counter!(m::YIELDED_MS).increment(rest.as_millis() as u64);
+                        tokio::select! {
+                            _ = shutdown.changed() => return,
+                            () = tokio::time::sleep(rest) => {}
+                        }
                     }
                 }
                 Err(e) => {
@@ -502,5 +575,22 @@ impl Notifications {
         &self,
     ) -> Result<std::collections::BTreeMap<(ChannelKind, String), u64>, NotifierError> {
         self.db.call(|conn| outbox::counts(conn)).await
+    }
+}
+
+#[cfg(test)]
+mod pace_tests {
+    use super::*;
+
+    #[test]
+    fn the_burst_gauge_measures_store_growth_over_its_window() {
+        let mut gauge = BurstGauge::new(0);
+        assert_eq!(gauge.observe(1_000), 0.0, "no full window yet");
+        std::thread::sleep(BurstGauge::WINDOW);
+        let rate = gauge.observe(10_000);
+        // 10,000 events over a little more than half a second.
+        assert!(rate > 5_000.0 && rate <= 20_000.0, "{rate}");
+        std::thread::sleep(BurstGauge::WINDOW);
+        assert_eq!(gauge.observe(10_000), 0.0, "quiet again");
     }
 }
