@@ -11,7 +11,9 @@
 //! * **Readers** use their own connections from a small pool (WAL readers never block the
 //!   writer nor wait for it). Live subscribers are woken through a `watch` channel of the
 //!   head position: there is no per-event broadcast and no backlog to overflow; a
-//!   subscriber reads pages from the file at its own pace.
+//!   subscriber reads at its own pace. The most recent events are also kept in memory
+//!   ([`SqliteOptions::recent_events`]), so a subscriber that keeps up is served from
+//!   there; one that falls further behind reads pages from the file.
 //! * **Checkpoints.** The log is copied into the database file by a checkpointer thread
 //!   of its own while the writer goes on committing ([`Checkpoints`]), so that no commit
 //!   waits for tens of megabytes to be copied.
@@ -168,7 +170,13 @@ pub struct SqliteOptions {
     pub checkpoint_pages: u32,
     /// Where that copying runs.
     pub checkpoints: Checkpoints,
+    /// Most recently committed events kept in memory for live subscribers (also bounded
+    /// to [`RECENT_BYTES`] of payload); 0 serves every subscription from the file.
+    pub recent_events: usize,
 }
+
+/// Most payload bytes the in-memory tail of recent events holds.
+pub const RECENT_BYTES: usize = 16 << 20;
 
 impl Default for SqliteOptions {
     fn default() -> Self {
@@ -181,6 +189,7 @@ impl Default for SqliteOptions {
             max_idle_readers: 8,
             checkpoint_pages: WAL_CHECKPOINT_PAGES,
             checkpoints: Checkpoints::default(),
+            recent_events: 8192,
         }
     }
 }
@@ -211,6 +220,10 @@ pub struct WriterStats {
     pub checkpoint_nanos: u64,
     /// Log size, in pages, after the last commit.
     pub wal_pages: u64,
+    /// Subscription pages served from the in-memory tail of recent events.
+    pub pages_from_memory: u64,
+    /// Subscription pages read from the file.
+    pub pages_from_file: u64,
 }
 
 /// The live counters behind [`WriterStats`], written by the writer thread only.
@@ -227,6 +240,8 @@ struct Counters {
     writer_checkpoints: AtomicU64,
     checkpoint_nanos: AtomicU64,
     wal_pages: AtomicU64,
+    pages_from_memory: AtomicU64,
+    pages_from_file: AtomicU64,
 }
 
 /// The embedded event store. Cheap to clone: clones share one store.
@@ -254,6 +269,8 @@ struct Writer {
     requests: Mutex<Option<mpsc::Sender<AppendRequest>>>,
     /// Position of the last committed event, published after each commit.
     head: watch::Receiver<Position>,
+    /// The most recent committed events, filled before the head is published.
+    tail: Arc<Tail>,
     /// The writer thread, joined on shutdown so the lock and connection are released.
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Updated by the writer thread after each commit, read by [`SqliteStore::stats`].
@@ -328,6 +345,7 @@ impl SqliteStore {
         conn.set_prepared_statement_cache_capacity(16);
 
         let (head_tx, head_rx) = watch::channel(Position(last));
+        let tail = Arc::new(Tail::new(head_tx, options.recent_events));
         let (req_tx, req_rx) = mpsc::channel();
         let mut state = WriterState {
             counters: counters.clone(),
@@ -337,9 +355,9 @@ impl SqliteStore {
             heads,
             next_stream_id,
             last,
-            head: head_tx,
+            tail: tail.clone(),
             max_batch: options.max_batch_appends.max(1),
-            replies: spawn_replier(&path)?,
+            replies: spawn_replier(&path, tail.clone())?,
         };
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
@@ -360,6 +378,7 @@ impl SqliteStore {
                 writer: Some(Writer {
                     requests: Mutex::new(Some(req_tx)),
                     head: head_rx,
+                    tail,
                     thread: Mutex::new(Some(thread)),
                     counters,
                 }),
@@ -429,6 +448,8 @@ impl SqliteStore {
             writer_checkpoints: c.writer_checkpoints.load(Ordering::Relaxed),
             checkpoint_nanos: c.checkpoint_nanos.load(Ordering::Relaxed),
             wal_pages: c.wal_pages.load(Ordering::Relaxed),
+            pages_from_memory: c.pages_from_memory.load(Ordering::Relaxed),
+            pages_from_file: c.pages_from_file.load(Ordering::Relaxed),
         }
     }
 
@@ -634,6 +655,142 @@ impl EventStore for SqliteStore {
     }
 }
 
+/// The head position and the most recently committed events, published by the replier
+/// thread after each commit and read by live subscriptions.
+struct Tail {
+    /// Position of the last committed event; set after its events are in `recent`.
+    head: watch::Sender<Position>,
+    /// Contiguous run of the latest committed events, oldest first.
+    recent: Mutex<Recent>,
+    /// Most events `recent` holds ([`SqliteOptions::recent_events`]).
+    max_events: usize,
+}
+
+#[derive(Default)]
+struct Recent {
+    events: std::collections::VecDeque<Arc<RecordedEvent>>,
+    /// Approximate heap bytes of `events`, bounded by [`RECENT_BYTES`].
+    bytes: usize,
+}
+
+/// Approximate memory one event takes in the tail.
+fn footprint(event: &RecordedEvent) -> usize {
+    std::mem::size_of::<RecordedEvent>()
+        + event.data.len()
+        + event.event_type.len()
+        + event.stream.as_str().len()
+}
+
+impl Tail {
+    fn new(head: watch::Sender<Position>, max_events: usize) -> Self {
+        Self {
+            head,
+            recent: Mutex::new(Recent::default()),
+            max_events,
+        }
+    }
+
+    /// Moves the accepted events of a committed batch into the tail, then publishes `last`
+    /// as the head. Returns the requests, emptied of their events, for answering.
+    fn publish(
+        &self,
+        mut batch: Vec<AppendRequest>,
+        planned: &[Planned],
+        last: u64,
+    ) -> Vec<AppendRequest> {
+        if self.max_events > 0 {
+            let mut fresh = Vec::new();
+            for (request, outcome) in batch.iter_mut().zip(planned) {
+                let Planned::Accepted(result) = outcome else {
+                    continue;
+                };
+                let events = std::mem::take(&mut request.events);
+                for ((i, event), position) in events.into_iter().enumerate().zip(&result.positions)
+                {
+                    let mut metadata = event.metadata;
+                    // As stored: nanoseconds, out-of-range instants clamped.
+                    metadata.recorded_at = DateTime::from_timestamp_nanos(
+                        metadata
+                            .recorded_at
+                            .timestamp_nanos_opt()
+                            .unwrap_or(i64::MAX),
+                    );
+                    fresh.push(Arc::new(RecordedEvent {
+                        id: event.id,
+                        stream: request.stream.clone(),
+                        version: result.first_version + i as u64,
+                        position: *position,
+                        event_type: event.event_type,
+                        schema_version: event.schema_version,
+                        data: event.data,
+                        metadata,
+                    }));
+                }
+            }
+            let evicted = self.push(fresh);
+            drop(evicted);
+        }
+        self.head.send_if_modified(|h| {
+            let changed = h.0 != last;
+            *h = Position(last);
+            changed
+        });
+        batch
+    }
+
+    /// Appends `fresh` to the tail and trims it to its bounds; returns what was trimmed, to
+    /// be freed outside the lock.
+    fn push(&self, fresh: Vec<Arc<RecordedEvent>>) -> Vec<Arc<RecordedEvent>> {
+        let Some(first) = fresh.first().map(|e| e.position.0) else {
+            return Vec::new();
+        };
+        let mut recent = self.recent.lock();
+        let mut evicted = Vec::new();
+        // Events committed without passing through here (a batch that failed after
+        // reaching the disk) leave a gap: the tail starts again after it.
+        if recent
+            .events
+            .back()
+            .is_some_and(|e| e.position.0 + 1 != first)
+        {
+            evicted.extend(recent.events.drain(..));
+            recent.bytes = 0;
+        }
+        for event in fresh {
+            recent.bytes += footprint(&event);
+            recent.events.push_back(event);
+        }
+        while recent.events.len() > self.max_events || recent.bytes > RECENT_BYTES {
+            let Some(old) = recent.events.pop_front() else {
+                break;
+            };
+            recent.bytes -= footprint(&old);
+            evicted.push(old);
+        }
+        evicted
+    }
+
+    /// Up to `max` events after `after`, if the tail holds every one of them (an empty
+    /// page when nothing after `after` is committed yet); `None` when some are only in
+    /// the file.
+    fn page_after(&self, after: Position, max: usize) -> Option<Vec<RecordedEvent>> {
+        let shared: Vec<Arc<RecordedEvent>> = {
+            let recent = self.recent.lock();
+            let front = recent.events.front()?.position.0;
+            let wanted = after.0.checked_add(1)?;
+            if wanted < front {
+                return None;
+            }
+            let start = usize::try_from(wanted - front)
+                .unwrap_or(usize::MAX)
+                .min(recent.events.len());
+            let end = start.saturating_add(max).min(recent.events.len());
+            recent.events.range(start..end).cloned().collect()
+        };
+        Some(shared.iter().map(|e| RecordedEvent::clone(e)).collect())
+    }
+}
+
 /// State of one subscription between two items.
 struct SubscriptionState {
     /// The store read from; keeps it open while the subscription lives.
@@ -675,11 +832,30 @@ impl SubscriptionState {
         &self,
         after: Position,
     ) -> tokio::task::JoinHandle<Result<Vec<RecordedEvent>, StoreError>> {
+        if let Some(writer) = &self.store.inner.writer {
+            writer
+                .counters
+                .pages_from_file
+                .fetch_add(1, Ordering::Relaxed);
+        }
         let inner = self.store.inner.clone();
         let page = self.store.inner.options.page_size.max(1);
         tokio::task::spawn_blocking(move || {
             inner.with_reader(|path, conn| read_all_page(path, conn, after, page))
         })
+    }
+
+    /// The next page from the in-memory tail, if it holds every event after `last`.
+    fn recent_page(&self) -> Option<Vec<RecordedEvent>> {
+        let writer = self.store.inner.writer.as_ref()?;
+        let page = writer
+            .tail
+            .page_after(self.last, self.store.inner.options.page_size.max(1))?;
+        writer
+            .counters
+            .pages_from_memory
+            .fetch_add(1, Ordering::Relaxed);
+        Some(page)
     }
 
     async fn next(mut self) -> Option<(Result<SubscriptionMessage, StoreError>, Self)> {
@@ -691,21 +867,25 @@ impl SubscriptionState {
                 self.last = event.position;
                 return Some((Ok(SubscriptionMessage::Event(event)), self));
             }
-            let (read, fresh) = match self.prefetch.take() {
-                Some(read) => (read, false),
+            // `fresh`: the page was read after the head was noted, so an empty one means
+            // caught up.
+            let (read, fresh, from_file) = match self.prefetch.take() {
+                Some(read) => (joined(read).await, false, true),
                 None => {
                     // Note the head we are about to read up to: a commit after this point
                     // wakes the wait below, so none is missed between the read and the wait.
                     if let Some(head) = &mut self.head {
                         head.borrow_and_update();
                     }
-                    (self.start_read(self.last), true)
+                    match self.recent_page() {
+                        Some(page) => (Ok(page), true, false),
+                        None => (joined(self.start_read(self.last)).await, true, true),
+                    }
                 }
             };
-            let page = match read.await {
-                Ok(Ok(page)) => page,
-                Ok(Err(e)) => return self.fail(e),
-                Err(e) => return self.fail(StoreError::Unavailable(format!("read task: {e}"))),
+            let page = match read {
+                Ok(page) => page,
+                Err(e) => return self.fail(e),
             };
             if page.is_empty() && !fresh {
                 // A read-ahead started before the head was noted proves nothing about the
@@ -713,7 +893,7 @@ impl SubscriptionState {
                 continue;
             }
             if !page.is_empty() {
-                if page.len() >= self.store.inner.options.page_size.max(1) {
+                if from_file && page.len() >= self.store.inner.options.page_size.max(1) {
                     let after = page.last().map_or(self.last, |e| e.position);
                     self.prefetch = Some(self.start_read(after));
                 }
@@ -751,6 +931,14 @@ impl SubscriptionState {
     }
 }
 
+/// The outcome of a page read on the blocking pool.
+async fn joined(
+    read: tokio::task::JoinHandle<Result<Vec<RecordedEvent>, StoreError>>,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    read.await
+        .map_err(|e| StoreError::Unavailable(format!("read task: {e}")))?
+}
+
 /// The writer thread's state.
 struct WriterState {
     path: PathBuf,
@@ -765,8 +953,8 @@ struct WriterState {
     next_stream_id: i64,
     /// Position of the last committed event.
     last: u64,
-    /// Publishes `last` to subscribers after each commit.
-    head: watch::Sender<Position>,
+    /// Publishes each committed batch (its events, then `last`) to subscribers.
+    tail: Arc<Tail>,
     /// Most appends per transaction ([`SqliteOptions::max_batch_appends`]).
     max_batch: usize,
     /// Shared with [`SqliteStore::stats`].
@@ -776,10 +964,14 @@ struct WriterState {
     replies: mpsc::Sender<Reply>,
 }
 
-/// A committed batch and what became of each of its appends.
-type Reply = (Vec<AppendRequest>, Vec<Planned>);
+/// A committed batch, what became of each of its appends, and the position of its last
+/// event.
+type Reply = (Vec<AppendRequest>, Vec<Planned>, u64);
 
-fn answer(batch: Vec<AppendRequest>, planned: Vec<Planned>) {
+/// Publishes a committed batch to subscribers, then answers its callers: an acknowledged
+/// append is already visible to `head` and to subscriptions.
+fn answer(tail: &Tail, batch: Vec<AppendRequest>, planned: Vec<Planned>, last: u64) {
+    let batch = tail.publish(batch, &planned, last);
     for (request, outcome) in batch.into_iter().zip(planned) {
         let _ = request.reply.send(match outcome {
             Planned::Accepted(result) => Ok(result),
@@ -790,13 +982,13 @@ fn answer(batch: Vec<AppendRequest>, planned: Vec<Planned>) {
 
 /// Starts the thread that answers callers after their batch committed. It ends once the
 /// writer dropped its sender and every queued answer is sent.
-fn spawn_replier(path: &Path) -> Result<mpsc::Sender<Reply>, StoreError> {
+fn spawn_replier(path: &Path, tail: Arc<Tail>) -> Result<mpsc::Sender<Reply>, StoreError> {
     let (tx, rx) = mpsc::channel::<Reply>();
     std::thread::Builder::new()
         .name("store-replier".into())
         .spawn(move || {
-            for (batch, planned) in rx {
-                answer(batch, planned);
+            for (batch, planned, last) in rx {
+                answer(&tail, batch, planned, last);
             }
         })
         .map_err(|e| io_err(path, "spawn replier thread", e))?;
@@ -856,18 +1048,15 @@ impl WriterState {
                 self.heads.extend(touched);
                 self.next_stream_id = next_stream_id;
                 self.last = last;
-                self.head.send_if_modified(|h| {
-                    let changed = h.0 != last;
-                    *h = Position(last);
-                    changed
-                });
                 let replying = Instant::now();
-                // The requests (and their events) are dropped on the replier thread too:
-                // freeing thousands of buffers is not the writer's job.
-                if let Err(mpsc::SendError((batch, planned))) = self.replies.send((batch, planned))
+                // Publishing the events and freeing the requests happen on the replier
+                // thread too: copying and freeing thousands of buffers is not the
+                // writer's job.
+                if let Err(mpsc::SendError((batch, planned, last))) =
+                    self.replies.send((batch, planned, last))
                 {
                     // The replier is gone (it never panics, so only at teardown): answer here.
-                    answer(batch, planned);
+                    answer(&self.tail, batch, planned, last);
                 }
                 c.reply_nanos
                     .fetch_add(replying.elapsed().as_nanos() as u64, Ordering::Relaxed);

@@ -556,3 +556,81 @@ async fn background_checkpoints_beside_readers_lose_nothing() {
     }
     store.shutdown().await;
 }
+
+/// Every event of a burst, read live by a subscriber that keeps up and by one that starts
+/// far behind, with a tail of recent events smaller than the burst: both see exactly what
+/// the file holds, in order, and the tail serves the live reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn subscriptions_from_the_tail_match_the_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let options = SqliteOptions {
+        recent_events: 64,
+        page_size: 16,
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open(dir.path(), options).expect("open");
+    let mut live = store.subscribe_all(Position::START);
+    assert_eq!(
+        live.next().await.expect("item").expect("ok"),
+        SubscriptionMessage::CaughtUp
+    );
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let stream = name(&format!("s-{w}"));
+                let mut version = None;
+                for i in 0..50 {
+                    let events = (0..=(i % 3))
+                        .map(|k| event(w * 1000 + i * 10 + k))
+                        .collect();
+                    let expected =
+                        version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+                    let done = store
+                        .append(&stream, expected, events)
+                        .await
+                        .expect("append");
+                    version = Some(done.last_version);
+                }
+            })
+        })
+        .collect();
+    let total = 8 * (0..50).map(|i| i % 3 + 1).sum::<usize>();
+    let mut seen_live = Vec::new();
+    while seen_live.len() < total {
+        match tokio::time::timeout(Duration::from_secs(30), live.next())
+            .await
+            .expect("live events in time")
+        {
+            Some(Ok(SubscriptionMessage::Event(e))) => seen_live.push(e),
+            Some(Ok(SubscriptionMessage::CaughtUp)) => panic!("caught up twice"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let stored = store
+        .read_all(Position::START, total + 1)
+        .await
+        .expect("read");
+    assert_eq!(stored.len(), total);
+    assert_eq!(
+        seen_live, stored,
+        "the live subscriber saw what the file holds"
+    );
+
+    let mut late = store.subscribe_all(Position::START);
+    let mut seen_late = Vec::new();
+    while let SubscriptionMessage::Event(e) = late.next().await.expect("item").expect("ok") {
+        seen_late.push(e);
+    }
+    assert_eq!(
+        seen_late, stored,
+        "the late subscriber saw what the file holds"
+    );
+    let stats = store.stats();
+    assert!(stats.pages_from_memory > 0, "{stats:?}");
+    assert!(stats.pages_from_file > 0, "{stats:?}");
+    store.shutdown().await;
+}
