@@ -373,6 +373,37 @@ pub fn mark_delivered(conn: &Connection, id: i64, now_ms: i64) -> Result<(), Not
     Ok(())
 }
 
+/// What became of one delivery attempt, as [`record_outcomes`] stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Accepted by the receiving side.
+    Delivered,
+    /// Failed; tried again at this instant (unix ms), or dead-lettered when `None`.
+    Failed {
+        /// Why, as the dead-letter list shows it.
+        error: String,
+        /// When to try again.
+        retry_at_ms: Option<i64>,
+    },
+}
+
+/// Records the outcomes of several attempts in one transaction.
+pub fn record_outcomes(
+    conn: &mut Connection,
+    outcomes: &[(i64, Outcome)],
+    now_ms: i64,
+) -> Result<(), NotifierError> {
+    let tx = conn.transaction()?;
+    for (id, outcome) in outcomes {
+        match outcome {
+            Outcome::Delivered => mark_delivered(&tx, *id, now_ms)?,
+            Outcome::Failed { error, retry_at_ms } => mark_failed(&tx, *id, error, *retry_at_ms)?,
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
 /// Records a failed try: retried at `retry_at_ms`, or dead-lettered when `None`.
 pub fn mark_failed(
     conn: &Connection,

@@ -18,7 +18,7 @@ use crate::backoff::RetryPolicy;
 use crate::channel::{Channel, DeliveryError};
 use crate::db::{Db, now_ms};
 use crate::metrics as m;
-use crate::outbox::{self, ChannelKind, PendingDelivery};
+use crate::outbox::{self, ChannelKind, Outcome, PendingDelivery};
 
 /// Settings of one worker.
 #[derive(Debug, Clone)]
@@ -42,9 +42,16 @@ impl Default for WorkerConfig {
     }
 }
 
+/// Deliveries of one task and the outcome of each.
+type Attempted = Vec<(PendingDelivery, Result<(), DeliveryError>)>;
+
 /// Runs the delivery loop of `channel` until `shutdown` turns true, then waits for the
 /// deliveries in flight (bounded by the channel's own timeouts) and records them, so a
 /// clean stop never causes a duplicate.
+///
+/// Up to `concurrency` tasks run at once, each with one delivery, or with up to
+/// [`Channel::batch`] for a channel that takes batches. Outcomes that are ready together
+/// are recorded in one transaction.
 pub async fn run(
     channel: Arc<dyn Channel>,
     db: Db,
@@ -53,15 +60,16 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let kind = channel.kind();
-    let concurrency = config.concurrency.max(1);
-    let mut in_flight: JoinSet<(PendingDelivery, Result<(), DeliveryError>)> = JoinSet::new();
+    let batch = channel.batch().max(1);
+    let capacity = config.concurrency.max(1).saturating_mul(batch);
+    let mut in_flight: JoinSet<Attempted> = JoinSet::new();
     let mut in_flight_ids: HashSet<i64> = HashSet::new();
     loop {
         if *shutdown.borrow() {
             break;
         }
         let mut sleep_for = config.idle_poll;
-        let free = concurrency - in_flight.len();
+        let free = capacity - in_flight_ids.len();
         if free > 0 {
             let exclude = in_flight_ids.clone();
             let now = now_ms();
@@ -82,21 +90,12 @@ pub async fn run(
                         let wait = Duration::from_millis((next - now).max(1) as u64);
                         sleep_for = sleep_for.min(wait);
                     }
-                    for delivery in due {
-                        in_flight_ids.insert(delivery.id);
+                    let mut due = due.into_iter().peekable();
+                    while due.peek().is_some() {
+                        let deliveries: Vec<PendingDelivery> = due.by_ref().take(batch).collect();
+                        in_flight_ids.extend(deliveries.iter().map(|d| d.id));
                         let channel = channel.clone();
-                        in_flight.spawn(async move {
-                            // A panicking channel is a bug; it counts as a failed try so
-                            // the row is retried (and eventually dead-lettered), never
-                            // stuck in flight.
-                            let result = AssertUnwindSafe(channel.deliver(&delivery))
-                                .catch_unwind()
-                                .await
-                                .unwrap_or_else(|_| {
-                                    Err(DeliveryError::Transient("channel panicked".into()))
-                                });
-                            (delivery, result)
-                        });
+                        in_flight.spawn(attempt(channel, deliveries));
                     }
                 }
                 Err(e) => {
@@ -107,72 +106,126 @@ pub async fn run(
         }
         tokio::select! {
             Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
-                record(&db, kind, &config.retry, joined, &mut in_flight_ids).await;
+                let mut ready = vec![joined];
+                while let Some(more) = in_flight.try_join_next() {
+                    ready.push(more);
+                }
+                record(&db, kind, &config.retry, ready, &mut in_flight_ids).await;
             }
             _ = wake.notified() => {}
-            _ = tokio::time::sleep(sleep_for), if in_flight.len() < concurrency => {}
+            _ = tokio::time::sleep(sleep_for), if in_flight_ids.len() < capacity => {}
             _ = shutdown.changed() => {}
         }
     }
     while let Some(joined) = in_flight.join_next().await {
-        record(&db, kind, &config.retry, joined, &mut in_flight_ids).await;
+        record(&db, kind, &config.retry, vec![joined], &mut in_flight_ids).await;
     }
 }
 
+/// Tries each of `deliveries` once through `channel`.
+async fn attempt(channel: Arc<dyn Channel>, deliveries: Vec<PendingDelivery>) -> Attempted {
+    if deliveries.len() > 1 {
+        let outcomes = AssertUnwindSafe(channel.deliver_all(&deliveries))
+            .catch_unwind()
+            .await;
+        if let Ok(outcomes) = outcomes
+            && outcomes.len() == deliveries.len()
+        {
+            return deliveries.into_iter().zip(outcomes).collect();
+        }
+        // A batch that panicked (or miscounted) is tried again one by one, so that one
+        // bad delivery fails alone; those it had already delivered may be delivered
+        // again (at least once).
+        tracing::error!(channel = %channel.kind(), size = deliveries.len(), "a delivery batch failed; delivering one by one");
+    }
+    let mut attempted = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        // A panicking channel is a bug; it counts as a failed try so the row is retried
+        // (and eventually dead-lettered), never stuck in flight.
+        let result = AssertUnwindSafe(channel.deliver(&delivery))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(DeliveryError::Transient("channel panicked".into())));
+        attempted.push((delivery, result));
+    }
+    attempted
+}
+
+/// Records the outcomes of finished tasks, in one transaction.
 async fn record(
     db: &Db,
     kind: ChannelKind,
     retry: &RetryPolicy,
-    joined: Result<(PendingDelivery, Result<(), DeliveryError>), tokio::task::JoinError>,
+    finished: Vec<Result<Attempted, tokio::task::JoinError>>,
     in_flight_ids: &mut HashSet<i64>,
 ) {
-    let (delivery, result) = match joined {
-        Ok(done) => done,
-        Err(e) => {
-            // Only cancellation gets here (panics are caught in the task); the row stays
-            // pending for the next run.
-            tracing::error!(channel = %kind, error = %e, "delivery task ended abnormally");
-            return;
+    let mut outcomes = Vec::new();
+    for joined in finished {
+        let attempted = match joined {
+            Ok(done) => done,
+            Err(e) => {
+                // Only cancellation gets here (panics are caught in the task); its rows
+                // stay pending for the next run.
+                tracing::error!(channel = %kind, error = %e, "delivery task ended abnormally");
+                continue;
+            }
+        };
+        for (delivery, result) in attempted {
+            outcomes.push((delivery.id, outcome(kind, retry, &delivery, result)));
         }
-    };
-    let id = delivery.id;
-    let outcome = match result {
+    }
+    if outcomes.is_empty() {
+        return;
+    }
+    let ids: Vec<i64> = outcomes.iter().map(|(id, _)| *id).collect();
+    let stored = db
+        .call(move |conn| outbox::record_outcomes(conn, &outcomes, now_ms()))
+        .await;
+    if let Err(e) = stored {
+        // The rows stay pending with their old state: they will be tried again, which
+        // can at worst repeat a delivery (at least once), never lose one.
+        tracing::error!(channel = %kind, rows = ids.len(), error = %e, "cannot record delivery outcomes");
+    }
+    for id in ids {
+        in_flight_ids.remove(&id);
+    }
+}
+
+/// What to store for one attempt: delivered, retried later with backoff, or dead.
+fn outcome(
+    kind: ChannelKind,
+    retry: &RetryPolicy,
+    delivery: &PendingDelivery,
+    result: Result<(), DeliveryError>,
+) -> Outcome {
+    let error = match result {
         Ok(()) => {
             metrics::counter!(m::SENT, "channel" => kind.as_str()).increment(1);
-            db.call(move |conn| outbox::mark_delivered(conn, id, now_ms()))
-                .await
+            return Outcome::Delivered;
         }
-        Err(error) => {
-            metrics::counter!(m::FAILED, "channel" => kind.as_str()).increment(1);
-            let failed_attempts = delivery.attempts.saturating_add(1);
-            let retry_in = match &error {
-                DeliveryError::Transient(_) => {
-                    retry.next_delay(failed_attempts, &mut rand::thread_rng())
-                }
-                DeliveryError::Permanent(_) => None,
-            };
-            match retry_in {
-                Some(_) => {
-                    metrics::counter!(m::RETRIED, "channel" => kind.as_str()).increment(1);
-                    tracing::debug!(channel = %kind, id, attempt = failed_attempts, %error, "delivery failed, will retry");
-                }
-                None => {
-                    metrics::counter!(m::DEAD_LETTERED, "channel" => kind.as_str()).increment(1);
-                    tracing::warn!(channel = %kind, id, attempt = failed_attempts, %error, "delivery dead-lettered");
-                }
-            }
-            let retry_at = retry_in.map(|d| now_ms() + d.as_millis() as i64);
-            let message = error.to_string();
-            db.call(move |conn| outbox::mark_failed(conn, id, &message, retry_at))
-                .await
-        }
+        Err(error) => error,
     };
-    if let Err(e) = outcome {
-        // The row stays pending with its old state: it will be tried again, which can
-        // at worst repeat a delivery (at least once), never lose one.
-        tracing::error!(channel = %kind, id, error = %e, "cannot record a delivery outcome");
+    metrics::counter!(m::FAILED, "channel" => kind.as_str()).increment(1);
+    let id = delivery.id;
+    let failed_attempts = delivery.attempts.saturating_add(1);
+    let retry_in = match &error {
+        DeliveryError::Transient(_) => retry.next_delay(failed_attempts, &mut rand::thread_rng()),
+        DeliveryError::Permanent(_) => None,
+    };
+    match retry_in {
+        Some(_) => {
+            metrics::counter!(m::RETRIED, "channel" => kind.as_str()).increment(1);
+            tracing::debug!(channel = %kind, id, attempt = failed_attempts, %error, "delivery failed, will retry");
+        }
+        None => {
+            metrics::counter!(m::DEAD_LETTERED, "channel" => kind.as_str()).increment(1);
+            tracing::warn!(channel = %kind, id, attempt = failed_attempts, %error, "delivery dead-lettered");
+        }
     }
-    in_flight_ids.remove(&id);
+    Outcome::Failed {
+        error: error.to_string(),
+        retry_at_ms: retry_in.map(|d| now_ms() + d.as_millis() as i64),
+    }
 }
 
 #[cfg(test)]
@@ -190,6 +243,10 @@ mod tests {
         transient_failures: HashMap<String, u32>,
         attempts: Mutex<HashMap<String, u32>>,
         accepted: Mutex<Vec<String>>,
+        /// What [`Channel::batch`] answers.
+        batch: usize,
+        /// Sizes of the batches handed to `deliver_all`.
+        batches: Mutex<Vec<usize>>,
     }
 
     impl Scripted {
@@ -199,7 +256,15 @@ mod tests {
                 transient_failures,
                 attempts: Mutex::default(),
                 accepted: Mutex::default(),
+                batch: 1,
+                batches: Mutex::default(),
             })
+        }
+
+        fn batched(kind: ChannelKind, transient_failures: HashMap<String, u32>) -> Arc<Self> {
+            let mut channel = Self::new(kind, transient_failures);
+            Arc::get_mut(&mut channel).expect("unshared").batch = 16;
+            channel
         }
     }
 
@@ -207,6 +272,20 @@ mod tests {
     impl Channel for Scripted {
         fn kind(&self) -> ChannelKind {
             self.kind
+        }
+        fn batch(&self) -> usize {
+            self.batch
+        }
+        async fn deliver_all(
+            &self,
+            deliveries: &[PendingDelivery],
+        ) -> Vec<Result<(), DeliveryError>> {
+            self.batches.lock().push(deliveries.len());
+            let mut outcomes = Vec::new();
+            for d in deliveries {
+                outcomes.push(self.deliver(d).await);
+            }
+            outcomes
         }
         async fn deliver(&self, d: &PendingDelivery) -> Result<(), DeliveryError> {
             let attempt = {
@@ -284,17 +363,78 @@ mod tests {
 
     #[tokio::test]
     async fn retries_until_accepted_then_dead_letters_the_rest() {
+        retries_then_dead_letters(Scripted::new, true).await;
+    }
+
+    #[tokio::test]
+    async fn a_batch_channel_retries_and_dead_letters_each_delivery_alone() {
+        let channel = retries_then_dead_letters(Scripted::batched, false).await;
+        let batches = channel.batches.lock().clone();
+        assert!(
+            batches.iter().any(|&n| n > 1),
+            "deliveries were handed over in batches: {batches:?}"
+        );
+        assert!(batches.iter().all(|&n| n <= 16), "{batches:?}");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_batch_is_delivered_one_by_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("n.db")).expect("open");
+        let mut recipients: Vec<String> = (0..10).map(|i| format!("ok{i}")).collect();
+        recipients.push("panic".into());
+        plan(&db, ChannelKind::InApp, &recipients);
+        let channel = Scripted::batched(ChannelKind::InApp, HashMap::new());
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(
+            channel.clone(),
+            db.clone(),
+            config(3),
+            Arc::new(Notify::new()),
+            stopped,
+        ));
+        settle(&db, ChannelKind::InApp).await;
+        stop.send(true).expect("stop");
+        task.await.expect("worker");
+        let mut accepted = channel.accepted.lock().clone();
+        accepted.sort();
+        accepted.dedup();
+        let mut expected: Vec<String> = (0..10).map(|i| format!("ok{i}")).collect();
+        expected.sort();
+        assert_eq!(
+            accepted, expected,
+            "the good ones are delivered (at least once)"
+        );
+        let dead = db
+            .call(|conn| outbox::dead_letters(conn, 0, 10))
+            .await
+            .expect("dead");
+        let dead: Vec<_> = dead
+            .into_iter()
+            .map(|d| (d.recipient, d.attempts))
+            .collect();
+        assert_eq!(
+            dead,
+            vec![("panic".to_string(), 3)],
+            "only the bad one fails"
+        );
+    }
+
+    /// Forty good recipients, one flaky, one hopeless, one refused and (with `panicking`)
+    /// one that makes the channel panic.
+    async fn retries_then_dead_letters(
+        make: fn(ChannelKind, HashMap<String, u32>) -> Arc<Scripted>,
+        panicking: bool,
+    ) -> Arc<Scripted> {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = Db::open(&dir.path().join("n.db")).expect("open");
         let mut recipients: Vec<String> = (0..40).map(|i| format!("ok{i}")).collect();
-        recipients.extend([
-            "flaky".to_string(),
-            "hopeless".into(),
-            "refuse".into(),
-            "panic".into(),
-        ]);
+        recipients.extend(["flaky".to_string(), "hopeless".into(), "refuse".into()]);
+        if panicking {
+            recipients.push("panic".into());
+        }
         plan(&db, ChannelKind::Email, &recipients);
-        let channel = Scripted::new(
+        let channel = make(
             ChannelKind::Email,
             [("flaky".to_string(), 3), ("hopeless".to_string(), 1000)].into(),
         );
@@ -320,10 +460,6 @@ mod tests {
         assert_eq!(attempts["flaky"], 4);
         assert_eq!(attempts["hopeless"], 5, "bounded by max_attempts");
         assert_eq!(attempts["refuse"], 1, "a permanent refusal is not retried");
-        assert_eq!(
-            attempts["panic"], 5,
-            "a panicking channel is retried like a failure"
-        );
         let dead = db
             .call(|conn| outbox::dead_letters(conn, 0, 10))
             .await
@@ -333,14 +469,17 @@ mod tests {
             .map(|d| (d.recipient, d.attempts))
             .collect();
         dead.sort();
-        assert_eq!(
-            dead,
-            vec![
-                ("hopeless".to_string(), 5),
-                ("panic".to_string(), 5),
-                ("refuse".to_string(), 1)
-            ]
-        );
+        let mut expected_dead = vec![("hopeless".to_string(), 5), ("refuse".to_string(), 1)];
+        if panicking {
+            assert_eq!(
+                attempts["panic"], 5,
+                "a panicking channel is retried like a failure"
+            );
+            expected_dead.push(("panic".to_string(), 5));
+            expected_dead.sort();
+        }
+        assert_eq!(dead, expected_dead);
+        channel
     }
 
     #[tokio::test]

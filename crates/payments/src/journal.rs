@@ -6,6 +6,9 @@
 //!   settlement updated before its webhook is sent, a refund inserted before it is
 //!   answered. The file is in WAL mode with `synchronous = NORMAL`: a committed row
 //!   survives the process crashing at any point; a power loss may lose the last few.
+//!   The log is copied into the file every 8,192 pages (32 MiB) rather than SQLite's
+//!   1,000: during a sale the same index pages are rewritten by every batch, and each
+//!   copy is made once per checkpoint, not once per commit.
 //! * **The database arbitrates.** `order_id` is unique among charges and `charge_id` among
 //!   refunds, and rows are inserted with `ON CONFLICT DO NOTHING`: even a second provider
 //!   on the same file cannot charge an order or refund a charge twice; the loser reads the
@@ -219,7 +222,8 @@ impl Journal {
             .conn
             .execute_batch(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
+                 PRAGMA wal_autocheckpoint = 8192;",
             )
             .map_err(|e| journal.classify(e))?;
         journal.quick_check()?;

@@ -63,13 +63,22 @@ impl InAppChannel {
     }
 }
 
-#[async_trait::async_trait]
-impl Channel for InAppChannel {
-    fn kind(&self) -> ChannelKind {
-        ChannelKind::InApp
-    }
+/// Most in-app notifications stored in one transaction.
+pub const BATCH: usize = 256;
 
-    async fn deliver(&self, delivery: &PendingDelivery) -> Result<(), DeliveryError> {
+/// One notification ready to store: its outbox row, its owner and its rendered text.
+struct Ready {
+    outbox_id: i64,
+    user_id: Uuid,
+    kind: NotificationKind,
+    title: String,
+    body: String,
+    data: serde_json::Value,
+}
+
+impl InAppChannel {
+    /// Renders `delivery` for storing, or says why it never can be.
+    fn prepare(&self, delivery: &PendingDelivery) -> Result<Ready, DeliveryError> {
         let user_id = Uuid::parse_str(&delivery.recipient).map_err(|e| {
             DeliveryError::Permanent(format!("in-app recipient {:?}: {e}", delivery.recipient))
         })?;
@@ -77,51 +86,114 @@ impl Channel for InAppChannel {
             .templates
             .render(delivery.kind, &delivery.context)
             .map_err(|e| DeliveryError::Permanent(e.to_string()))?;
-        let outbox_id = delivery.id;
-        let kind = delivery.kind;
-        let data = delivery.context.clone();
-        let stored = self
-            .db
-            .call(move |conn| {
-                let data_text = serde_json::to_string(&data)?;
-                let created_at_ms = now_ms();
-                // The outbox row id is unique here: a retry after a crash finds the row
-                // already stored and adds nothing.
-                let id: Option<i64> = conn
-                    .query_row(
-                        "INSERT INTO in_app (outbox_id, user_id, kind, title, body, data, created_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                         ON CONFLICT (outbox_id) DO NOTHING RETURNING id",
-                        params![
-                            outbox_id,
-                            user_id.to_string(),
-                            kind.as_str(),
-                            rendered.subject,
-                            rendered.text,
-                            data_text,
-                            created_at_ms
-                        ],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                Ok(id.map(|id| InAppNotification {
+        Ok(Ready {
+            outbox_id: delivery.id,
+            user_id,
+            kind: delivery.kind,
+            title: rendered.subject,
+            body: rendered.text,
+            data: delivery.context.clone(),
+        })
+    }
+}
+
+/// Stores each notification (a retry after a crash finds its outbox row already stored
+/// and adds nothing); the newly stored ones are returned for the live feed.
+fn store_all(
+    conn: &mut rusqlite::Connection,
+    ready: Vec<Ready>,
+) -> Result<Vec<InAppNotification>, NotifierError> {
+    let tx = conn.transaction()?;
+    let created_at_ms = now_ms();
+    let mut stored = Vec::with_capacity(ready.len());
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO in_app (outbox_id, user_id, kind, title, body, data, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (outbox_id) DO NOTHING RETURNING id",
+        )?;
+        for r in ready {
+            let data_text = serde_json::to_string(&r.data)?;
+            let id: Option<i64> = insert
+                .query_row(
+                    params![
+                        r.outbox_id,
+                        r.user_id.to_string(),
+                        r.kind.as_str(),
+                        r.title,
+                        r.body,
+                        data_text,
+                        created_at_ms
+                    ],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if let Some(id) = id {
+                stored.push(InAppNotification {
                     id,
-                    user_id,
-                    kind,
-                    title: rendered.subject,
-                    body: rendered.text,
-                    data,
+                    user_id: r.user_id,
+                    kind: r.kind,
+                    title: r.title,
+                    body: r.body,
+                    data: r.data,
                     created_at_ms,
                     read_at_ms: None,
-                }))
-            })
-            .await
-            .map_err(|e| DeliveryError::Transient(e.to_string()))?;
-        if let Some(n) = stored {
-            // No subscriber is not an error: the notification is stored either way.
-            let _ = self.feed.send(n);
+                });
+            }
         }
-        Ok(())
+    }
+    tx.commit()?;
+    Ok(stored)
+}
+
+#[async_trait::async_trait]
+impl Channel for InAppChannel {
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::InApp
+    }
+
+    async fn deliver(&self, delivery: &PendingDelivery) -> Result<(), DeliveryError> {
+        self.deliver_all(std::slice::from_ref(delivery))
+            .await
+            .pop()
+            .unwrap_or(Ok(()))
+    }
+
+    fn batch(&self) -> usize {
+        BATCH
+    }
+
+    /// Stores the whole batch in one transaction.
+    async fn deliver_all(&self, deliveries: &[PendingDelivery]) -> Vec<Result<(), DeliveryError>> {
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        let mut ready = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            match self.prepare(delivery) {
+                Ok(r) => {
+                    ready.push(r);
+                    outcomes.push(Ok(()));
+                }
+                Err(e) => outcomes.push(Err(e)),
+            }
+        }
+        if ready.is_empty() {
+            return outcomes;
+        }
+        match self.db.call(move |conn| store_all(conn, ready)).await {
+            Ok(stored) => {
+                for n in stored {
+                    // No subscriber is not an error: the notification is stored either way.
+                    let _ = self.feed.send(n);
+                }
+            }
+            Err(e) => {
+                let error = DeliveryError::Transient(e.to_string());
+                for outcome in outcomes.iter_mut().filter(|o| o.is_ok()) {
+                    *outcome = Err(error.clone());
+                }
+            }
+        }
+        outcomes
     }
 }
 

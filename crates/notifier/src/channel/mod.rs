@@ -28,4 +28,21 @@ pub trait Channel: Send + Sync + 'static {
     /// Tries to deliver `delivery` once. `Ok` means the receiving side accepted it
     /// (the SMTP server answered 250, the webhook answered 2xx, the row is stored).
     async fn deliver(&self, delivery: &PendingDelivery) -> Result<(), DeliveryError>;
+
+    /// Most deliveries one [`Channel::deliver_all`] call takes: above 1 for a channel
+    /// whose receiving side takes a batch as cheaply as one (a table in the notifier's
+    /// own database). 1 by default.
+    fn batch(&self) -> usize {
+        1
+    }
+
+    /// Tries to deliver each of `deliveries` once; one outcome per delivery, in order.
+    /// By default one after the other through [`Channel::deliver`].
+    async fn deliver_all(&self, deliveries: &[PendingDelivery]) -> Vec<Result<(), DeliveryError>> {
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            outcomes.push(self.deliver(delivery).await);
+        }
+        outcomes
+    }
 }
