@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, MAIN_DB, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -102,19 +102,55 @@ impl SnapshotStore {
         if self.read_only {
             return Ok(());
         }
-        let data = serde_json::to_vec(value)
-            .map_err(|e| ReadSideError::Snapshot(format!("cannot encode {name}: {e}")))?;
         let position = i64::try_from(value.checkpoint().0)
             .map_err(|_| ReadSideError::Snapshot(format!("{name}: position out of range")))?;
-        let sum = checksum(name, version, position, &data);
-        let conn = self.conn.lock();
-        conn.execute(
-            "INSERT INTO snapshots (name, version, position, data, checksum)
-             VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(name) DO UPDATE SET version = ?2, position = ?3, data = ?4, checksum = ?5",
-            params![name, version, position, data, sum],
-        )
-        .map_err(|e| err(&self.path, e))?;
+        let encode =
+            |e: serde_json::Error| ReadSideError::Snapshot(format!("cannot encode {name}: {e}"));
+        // The model is encoded twice and never held whole in memory: once to learn its
+        // length and checksum, then straight into a blob of that length in its row. A model
+        // of 100,000 orders is tens of MiB of JSON; a buffer of it (and SQLite's copy of
+        // the buffer) would double the server's memory at every snapshot.
+        let mut sizing = Digesting::new(name, version, position, std::io::sink());
+        serde_json::to_writer(&mut sizing, value).map_err(encode)?;
+        let (len, sum) = sizing.finish();
+        let len_sql = i32::try_from(len).map_err(|_| {
+            ReadSideError::Snapshot(format!("{name}: snapshot of {len} bytes is too large"))
+        })?;
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction().map_err(|e| err(&self.path, e))?;
+        let rowid: i64 = tx
+            .query_row(
+                "INSERT INTO snapshots (name, version, position, data, checksum)
+                 VALUES (?1, ?2, ?3, zeroblob(?4), ?5)
+                 ON CONFLICT(name) DO UPDATE SET version = ?2, position = ?3, data = zeroblob(?4), checksum = ?5
+                 RETURNING rowid",
+                params![name, version, position, len_sql, sum],
+                |r| r.get(0),
+            )
+            .map_err(|e| err(&self.path, e))?;
+        {
+            let blob = tx
+                .blob_open(MAIN_DB, "snapshots", "data", rowid, false)
+                .map_err(|e| err(&self.path, e))?;
+            let mut writing = Digesting::new(
+                name,
+                version,
+                position,
+                std::io::BufWriter::with_capacity(64 * 1024, blob),
+            );
+            serde_json::to_writer(&mut writing, value).map_err(encode)?;
+            let (written, again) = writing.finish_into().map_err(|e| {
+                ReadSideError::Snapshot(format!("cannot write the snapshot of {name}: {e}"))
+            })?;
+            if written != len || again != sum {
+                // Encoding is deterministic for one value; if it ever is not, nothing is
+                // committed and the previous snapshot stays.
+                return Err(ReadSideError::Snapshot(format!(
+                    "snapshot of {name} encoded differently twice ({len} then {written} bytes)"
+                )));
+            }
+        }
+        tx.commit().map_err(|e| err(&self.path, e))?;
         Ok(())
     }
 
@@ -265,15 +301,108 @@ fn set_aside(path: &Path) -> Result<(), ReadSideError> {
 
 /// The checksum of a snapshot row: everything a load relies on.
 fn checksum(name: &str, version: u32, position: i64, data: &[u8]) -> Vec<u8> {
+    let mut hash = row_hash(name, version, position);
+    hash.update(data);
+    hash.finalize().to_vec()
+}
+
+/// A hash of a row's key fields, ready for its data.
+fn row_hash(name: &str, version: u32, position: i64) -> Sha256 {
     let mut hash = Sha256::new();
     hash.update(name.as_bytes());
     hash.update([0]);
     hash.update(version.to_le_bytes());
     hash.update(position.to_le_bytes());
-    hash.update(data);
-    hash.finalize().to_vec()
+    hash
+}
+
+/// A writer that passes bytes on while counting them and computing the row's checksum.
+struct Digesting<W> {
+    inner: W,
+    hash: Sha256,
+    len: u64,
+}
+
+impl<W: std::io::Write> Digesting<W> {
+    fn new(name: &str, version: u32, position: i64, inner: W) -> Self {
+        Self {
+            inner,
+            hash: row_hash(name, version, position),
+            len: 0,
+        }
+    }
+
+    /// Bytes written and the checksum.
+    fn finish(self) -> (u64, Vec<u8>) {
+        (self.len, self.hash.finalize().to_vec())
+    }
+
+    /// Flushes the inner writer, then as [`Self::finish`].
+    fn finish_into(mut self) -> std::io::Result<(u64, Vec<u8>)> {
+        self.inner.flush()?;
+        Ok(self.finish())
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Digesting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn err(path: &Path, e: rusqlite::Error) -> ReadSideError {
     ReadSideError::Snapshot(format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct Model {
+        at: u64,
+        rows: Vec<String>,
+    }
+
+    impl HasCheckpoint for Model {
+        fn checkpoint(&self) -> store::Position {
+            store::Position(self.at)
+        }
+    }
+
+    fn model(at: u64, rows: usize) -> Model {
+        Model {
+            at,
+            rows: (0..rows).map(|i| format!("row {i} of {rows}")).collect(),
+        }
+    }
+
+    #[test]
+    fn snapshots_larger_and_smaller_than_the_write_buffer_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshots = SnapshotStore::open(dir.path()).unwrap();
+        // Several MiB, many times the 64 KiB buffer; then one smaller than it, replacing it.
+        for value in [model(7, 300_000), model(9, 10), model(11, 0)] {
+            snapshots.save("model", 3, &value).unwrap();
+            let loaded: Model = snapshots.load("model", 3).unwrap().unwrap();
+            assert_eq!(loaded, value);
+            let raw = snapshots.raw("model").unwrap().unwrap();
+            assert_eq!(raw, serde_json::to_vec(&value).unwrap());
+        }
+        assert!(snapshots.load::<Model>("model", 4).unwrap().is_none());
+        // A reopened file reads the last one.
+        drop(snapshots);
+        let reopened = SnapshotStore::open(dir.path()).unwrap();
+        assert_eq!(
+            reopened.load::<Model>("model", 3).unwrap().unwrap(),
+            model(11, 0)
+        );
+    }
 }
