@@ -87,6 +87,8 @@ pub struct Phase {
     pub subscriber_delay: Option<LatencySummary>,
     /// Subscribers that ended with an error.
     pub subscriber_errors: usize,
+    /// Server's resident memory when the phase ended, in bytes.
+    pub rss_after_bytes: Option<u64>,
 }
 
 /// The whole run.
@@ -98,6 +100,8 @@ pub struct HttpWarReport {
     pub purchase_to_healthz: f64,
     /// Server's peak resident memory, in bytes.
     pub server_peak_rss_bytes: Option<u64>,
+    /// Server's resident memory once every buyer had logged in, in bytes.
+    pub rss_after_logins_bytes: Option<u64>,
     /// Seconds from the end of the last purchase phase until the notifier had planned
     /// everything (its lag back to zero), if it got there within two minutes.
     pub notifier_drain_seconds: Option<f64>,
@@ -115,12 +119,21 @@ impl HttpWarReport {
     pub fn table(&self) -> String {
         let mut out = String::new();
         out.push_str(&format!(
-            "{:<34} {:>10} {:>10} {:>8} {:>8} {:>8} {:>9} {:>12} {:>7}\n",
-            "phase", "ok/s", "ok", "not ok", "p50 ms", "p99 ms", "p99.9 ms", "cpu us/req", "cores"
+            "{:<34} {:>10} {:>10} {:>8} {:>8} {:>8} {:>9} {:>12} {:>7} {:>8}\n",
+            "phase",
+            "ok/s",
+            "ok",
+            "not ok",
+            "p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "cpu us/req",
+            "cores",
+            "RSS MiB"
         ));
         for p in &self.phases {
             out.push_str(&format!(
-                "{:<34} {:>10.0} {:>10} {:>8} {:>8.2} {:>8.2} {:>9.2} {:>12.1} {:>7.2}\n",
+                "{:<34} {:>10.0} {:>10} {:>8} {:>8.2} {:>8.2} {:>9.2} {:>12.1} {:>7.2} {:>8}\n",
                 p.name,
                 p.per_second,
                 p.ok,
@@ -129,7 +142,9 @@ impl HttpWarReport {
                 p.p99_ms,
                 p.p999_ms,
                 p.server_cpu_us_per_request,
-                p.server_cores
+                p.server_cores,
+                p.rss_after_bytes
+                    .map_or_else(|| "-".to_owned(), |b| (b >> 20).to_string())
             ));
             if let Some(delay) = &p.subscriber_delay {
                 out.push_str(&format!(
@@ -143,7 +158,14 @@ impl HttpWarReport {
             self.purchase_to_healthz
         ));
         if let Some(rss) = self.server_peak_rss_bytes {
-            out.push_str(&format!("server peak RSS: {} MiB\n", rss >> 20));
+            out.push_str(&format!("server peak RSS: {} MiB", rss >> 20));
+            if let Some(logins) = self.rss_after_logins_bytes {
+                out.push_str(&format!(
+                    " ({} MiB once the buyers had logged in)",
+                    logins >> 20
+                ));
+            }
+            out.push('\n');
         }
         if let Some(seconds) = self.notifier_drain_seconds {
             out.push_str(&format!(
@@ -195,6 +217,7 @@ pub async fn run(config: HttpWarConfig) -> anyhow::Result<HttpWarReport> {
     let (event, tier) = create_sale(&client, &admin).await?;
     eprintln!("registering and logging in {} buyers", config.buyers);
     let tokens = buyers(&client, config.buyers).await?;
+    let rss_after_logins_bytes = rss_of(pid);
     let scripts = tempfile::tempdir().context("a directory for the wrk scripts")?;
 
     let mut phases = Vec::new();
@@ -297,6 +320,7 @@ pub async fn run(config: HttpWarConfig) -> anyhow::Result<HttpWarReport> {
         config,
         phases,
         server_peak_rss_bytes: sampler.peak(),
+        rss_after_logins_bytes,
         notifier_drain_seconds,
         store_sold: sold,
         capacity: CAPACITY,
@@ -494,7 +518,13 @@ async fn wrk_phase(
         server_cores: cpu_seconds / wall.as_secs_f64().max(1e-9),
         subscriber_delay: None,
         subscriber_errors: 0,
+        rss_after_bytes: rss_of(pid),
     })
+}
+
+/// The resident memory of `pid` now, in bytes.
+fn rss_of(pid: u32) -> Option<u64> {
+    crate::server::memory_of(pid).map(|(rss, _)| rss)
 }
 
 /// Waits until the server's notifier has planned every stored event (`notifier_lag_events`
