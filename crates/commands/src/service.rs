@@ -114,6 +114,20 @@ pub enum PayOutcome {
     Acknowledged,
 }
 
+impl PayOutcome {
+    /// The order the payment was for (none for an acknowledgement).
+    pub fn order_id(&self) -> Option<OrderId> {
+        match self {
+            Self::Confirmed { order_id, .. }
+            | Self::Declined { order_id, .. }
+            | Self::TimedOut { order_id }
+            | Self::Pending { order_id, .. }
+            | Self::Refunded { order_id, .. } => Some(*order_id),
+            Self::Acknowledged => None,
+        }
+    }
+}
+
 /// Finds the event an order belongs to (the read side knows every order); used to route a
 /// payment webhook this process has no record of, for example after a restart.
 #[async_trait]
@@ -382,7 +396,8 @@ impl CommandService {
                 refunds: Vec::new(),
             }
         };
-        self.pay_order(&pay_ctx, event_id, order, token).await
+        self.pay_order(&pay_ctx, event_id, order, token, held.receipt.position)
+            .await
     }
 
     /// Pays a held order with a payment token: charges the provider (idempotently per
@@ -420,16 +435,20 @@ impl CommandService {
                 .into());
             }
         }
-        self.pay_order(ctx, event_id, order, token).await
+        // The order was there to be paid: a pending charge adds nothing to wait for.
+        self.pay_order(ctx, event_id, order, token, Position::START)
+            .await
     }
 
-    /// Charges for a live (or already paid) order and settles it.
+    /// Charges for a live (or already paid) order and settles it. `known_at` is where the
+    /// order is known to be stored: a pending charge stores nothing, and answers it.
     async fn pay_order(
         &self,
         ctx: &RequestContext,
         event_id: EventId,
         order: OrderView,
         token: &str,
+        known_at: Position,
     ) -> Result<Receipt<PayOutcome>, CommandError> {
         let order_id = order.order_id;
         if order.status == OrderStatus::Paid
@@ -504,7 +523,7 @@ impl CommandService {
                     order_id,
                     charge_id,
                 },
-                position: Position::START,
+                position: known_at,
             }),
             Err(PaymentError::TimedOut(_)) => {
                 let position = self.release_after_payment(ctx, event_id, &order).await?;

@@ -153,6 +153,15 @@ pub struct EventView {
     pub position: Position,
 }
 
+/// An event as a hold or purchase of one of its tiers sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SaleTarget {
+    pub organizer: UserId,
+    pub status: EventStatus,
+    /// Whether the event has the tier asked for.
+    pub has_tier: bool,
+}
+
 /// Which events to list. Every set field must match.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EventFilter {
@@ -539,6 +548,15 @@ impl CatalogueModel {
         self.events.get(&id).map(|e| e.view(id))
     }
 
+    /// What a hold or purchase of `tier` needs to know of the event, copying nothing else.
+    pub fn sale_target(&self, id: EventId, tier: TierId) -> Option<SaleTarget> {
+        self.events.get(&id).map(|e| SaleTarget {
+            organizer: e.organizer,
+            status: e.status,
+            has_tier: e.tiers.iter().any(|t| t.id == tier),
+        })
+    }
+
     /// The events among `ids` that exist, by id (for batch loaders).
     pub fn events_by_ids(&self, ids: &[EventId]) -> HashMap<EventId, EventView> {
         ids.iter()
@@ -696,6 +714,12 @@ impl Catalogue {
     /// One event with its tiers and live counts.
     pub fn event(&self, id: EventId) -> Option<EventView> {
         self.inner.read(|m| m.event(id))
+    }
+
+    /// Whose event it is, its state and whether it has `tier`: what a purchase checks
+    /// before it reaches the command side, without a copy of the event.
+    pub fn sale_target(&self, id: EventId, tier: TierId) -> Option<SaleTarget> {
+        self.inner.read(|m| m.sale_target(id, tier))
     }
 
     /// The events among `ids` that exist, by id (for batch loaders).

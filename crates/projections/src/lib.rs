@@ -52,7 +52,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use accounts::{AccountView, Accounts};
-pub use catalogue::{Availability, Catalogue, EventFilter, EventView, SeatStatus, SeatView};
+pub use catalogue::{
+    Availability, Catalogue, EventFilter, EventView, SaleTarget, SeatStatus, SeatView,
+};
 pub use orders::{OrderView, Orders, TicketView};
 pub use page::{Page, PageRequest};
 pub use runner::{ProjectionError, ProjectionState, ProjectionStatus, RunnerOptions};

@@ -12,7 +12,7 @@ use store::Position;
 
 use super::{
     Services, actor_of, caller,
-    catalogue::{PageInfo, manages, visible_event},
+    catalogue::{PageInfo, manages},
     command_context, command_error, parse_id, read_your_writes, services,
     types::{Order, Ticket},
 };
@@ -307,26 +307,19 @@ impl OrderMutation {
                     .increment(1);
                 command_error(error)
             })?;
-        let order_id = match &receipt.outcome {
-            PayOutcome::Pending { order_id, .. } => {
-                // The hold stays until the provider reports: it counts like any other.
-                let expires_at = chrono::Utc::now()
-                    + chrono::Duration::from_std(services.hold_ttl).unwrap_or_default();
-                services
-                    .hold_limits
-                    .count(user.user_id, address, *order_id, tickets, expires_at);
-                *order_id
-            }
-            PayOutcome::Confirmed { order_id, .. }
-            | PayOutcome::Declined { order_id, .. }
-            | PayOutcome::TimedOut { order_id }
-            | PayOutcome::Refunded { order_id, .. } => *order_id,
-            PayOutcome::Acknowledged => {
-                return Err(ApiError::internal(anyhow::anyhow!(
-                    "a purchase answered a webhook acknowledgement"
-                )));
-            }
+        let Some(order_id) = receipt.outcome.order_id() else {
+            return Err(ApiError::internal(anyhow::anyhow!(
+                "a purchase answered a webhook acknowledgement"
+            )));
         };
+        if let PayOutcome::Pending { .. } = receipt.outcome {
+            // The hold stays until the provider reports: it counts like any other.
+            let expires_at = chrono::Utc::now()
+                + chrono::Duration::from_std(services.hold_ttl).unwrap_or_default();
+            services
+                .hold_limits
+                .count(user.user_id, address, order_id, tickets, expires_at);
+        }
         settled(services, receipt.outcome, receipt.position, order_id).await
     }
 
@@ -412,8 +405,18 @@ fn target(
 ) -> Result<(EventId, TierId), ApiError> {
     let event_id: EventId = parse_id("eventId", event_id)?;
     let tier_id: TierId = parse_id("tierId", tier_id)?;
-    let event = visible_event(services, Some(user), event_id)?;
-    if !event.tiers.iter().any(|t| t.tier_id == tier_id) {
+    let not_found = || ApiError::NotFound(format!("no event {event_id}"));
+    let event = services
+        .read_side
+        .catalogue()
+        .sale_target(event_id, tier_id)
+        .ok_or_else(not_found)?;
+    // A draft is seen only by whoever manages it, as `event` answers (see `visible_event`).
+    let manages = user.has_role(Role::Admin) || user.user_id == event.organizer.as_uuid();
+    if event.status == domain::inventory::EventStatus::Draft && !manages {
+        return Err(not_found());
+    }
+    if !event.has_tier {
         return Err(ApiError::NotFound(format!(
             "event {event_id} has no tier {tier_id}"
         )));
@@ -464,22 +467,9 @@ async fn settled(
     };
     metrics::counter!("purchase_outcomes_total", "outcome" => label).increment(1);
     match outcome {
-        PayOutcome::Confirmed { .. } | PayOutcome::Acknowledged => {
+        // A pending charge is answered at its hold's position: the order as held.
+        PayOutcome::Confirmed { .. } | PayOutcome::Pending { .. } | PayOutcome::Acknowledged => {
             changed_order(services, position, order_id).await
-        }
-        PayOutcome::Pending { .. } => {
-            // A pending charge carries no position of its own (the hold's is not returned
-            // by a purchase): wait for everything stored so far, which includes the hold.
-            let head = services
-                .read_side
-                .catch_up(services.read_your_writes_timeout)
-                .await
-                .map_err(|error| {
-                    ApiError::Unavailable(format!(
-                        "the order was saved, but the read side has not shown it yet ({error}); query again shortly"
-                    ))
-                })?;
-            changed_order(services, head.max(position), order_id).await
         }
         PayOutcome::Declined { reason, .. } => {
             read_your_writes(services, position).await?;
