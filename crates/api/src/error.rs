@@ -59,6 +59,9 @@ pub enum ErrorCode {
     /// The server already serves as many WebSocket connections as it is configured to;
     /// reconnect later (or to another replica).
     TooManyConnections,
+    /// The request named a persisted query by its hash, and the server does not know it:
+    /// send the query's text with its hash (Apollo Client does so on its own).
+    PersistedQueryNotFound,
     /// A failure on our side; the `correlationId` identifies it in the logs.
     Internal,
     /// A domain rejection code, passed through as the domain names it.
@@ -79,6 +82,7 @@ impl ErrorCode {
             Self::Unavailable => "UNAVAILABLE",
             Self::Timeout => "TIMEOUT",
             Self::TooManyConnections => "TOO_MANY_CONNECTIONS",
+            Self::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
             Self::Internal => "INTERNAL",
             Self::Domain(code) => code,
         }
@@ -99,6 +103,8 @@ impl ErrorCode {
             // is the server, not the client, that was slow.
             Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
+            // An answer of the protocol, not a failure: clients read it from the body.
+            Self::PersistedQueryNotFound => StatusCode::OK,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Domain(_) => StatusCode::UNPROCESSABLE_ENTITY,
         }
@@ -174,6 +180,10 @@ pub enum ApiError {
         /// The configured maximum.
         limit: usize,
     },
+    /// A persisted query's hash the server does not know. The message is the one Apollo
+    /// Client looks for.
+    #[error("PersistedQueryNotFound")]
+    PersistedQueryNotFound,
     /// A failure on our side. Its details are logged, never sent.
     #[error("internal error")]
     Internal(anyhow::Error),
@@ -233,6 +243,7 @@ impl ApiError {
             Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::Timeout { .. } => ErrorCode::Timeout,
             Self::TooManyConnections { .. } => ErrorCode::TooManyConnections,
+            Self::PersistedQueryNotFound => ErrorCode::PersistedQueryNotFound,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }

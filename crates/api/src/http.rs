@@ -41,6 +41,7 @@
 //! that up to the configured grace period.
 
 use std::{
+    collections::HashMap,
     convert::Infallible,
     future::{Future, IntoFuture},
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -51,7 +52,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use async_graphql::{Data, Executor, http::GraphiQLSource};
+use async_graphql::{Data, Executor, http::GraphiQLSource, parser::types::ExecutableDocument};
 use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
 use axum::{
     Router,
@@ -72,6 +73,7 @@ use axum::{
 use chrono::{DateTime, Utc};
 use futures::{SinkExt as _, StreamExt as _, future};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use sha2::{Digest as _, Sha256};
 use tokio::{
     net::TcpListener,
     sync::{Semaphore, mpsc, oneshot, watch},
@@ -602,34 +604,76 @@ struct Inner<E> {
     websocket_idle_timeout: Duration,
 }
 
-/// Query documents already parsed, by their text: clients send the same few queries over
+/// Query documents already parsed, by their text and by the SHA-256 of their text (the
+/// key of Apollo's automatic persisted queries): clients send the same few queries over
 /// and over, and parsing one costs as much as executing a small one. A document that does
-/// not parse is not kept (the schema reports its error as usual). Bounded: when full it
-/// starts afresh, so a flood of distinct queries costs parsing, never memory.
+/// not parse is not kept (the schema reports its error as usual). Bounded: when full a map
+/// starts afresh, so a flood of distinct queries costs parsing, never memory; a client
+/// whose persisted query was forgotten is told so and sends its text again.
 #[derive(Default)]
-struct DocumentCache(
-    parking_lot::Mutex<
-        std::collections::HashMap<Arc<str>, async_graphql::parser::types::ExecutableDocument>,
-    >,
-);
+struct DocumentCache {
+    by_text: parking_lot::Mutex<HashMap<Arc<str>, ExecutableDocument>>,
+    by_hash: parking_lot::Mutex<HashMap<[u8; 32], ExecutableDocument>>,
+}
 
-/// Most documents kept.
+/// Most documents kept in each map.
 const MAX_CACHED_DOCUMENTS: usize = 1024;
 
 /// Longest query text kept (longer ones are parsed each time).
 const MAX_CACHED_QUERY_LEN: usize = 16 * 1024;
 
 impl DocumentCache {
+    /// Gives `request` its parsed document when the cache has it, and answers the
+    /// `persistedQuery` extension: a known hash without a query runs the query of that
+    /// hash, an unknown one is `PERSISTED_QUERY_NOT_FOUND` (Apollo Client then sends the
+    /// text with its hash, which registers it), and a hash that is not the text's is refused.
+    fn prepare(&self, request: &mut async_graphql::Request) -> Result<(), ApiError> {
+        let Some(persisted) = request.extensions.0.remove("persistedQuery") else {
+            if let Some(document) = self.parsed(&request.query) {
+                request.set_parsed_query(document);
+            }
+            return Ok(());
+        };
+        let hash = persisted_query_hash(&persisted)?;
+        if request.query.is_empty() {
+            let document = self.by_hash.lock().get(&hash).cloned();
+            metrics::counter!(
+                "api_persisted_queries_total",
+                "cache" => if document.is_some() { "hit" } else { "miss" }
+            )
+            .increment(1);
+            let document = document.ok_or(ApiError::PersistedQueryNotFound)?;
+            request.set_parsed_query(document);
+            return Ok(());
+        }
+        if <[u8; 32]>::from(Sha256::digest(request.query.as_bytes())) != hash {
+            return Err(ApiError::invalid_field(
+                "extensions.persistedQuery.sha256Hash",
+                "the hash is not the SHA-256 of the query sent with it",
+            ));
+        }
+        if let Some(document) = self.parsed(&request.query) {
+            let mut by_hash = self.by_hash.lock();
+            if by_hash.len() >= MAX_CACHED_DOCUMENTS {
+                by_hash.clear();
+            }
+            by_hash.insert(hash, document.clone());
+            drop(by_hash);
+            request.set_parsed_query(document);
+        }
+        Ok(())
+    }
+
     /// The parsed document of `query`, parsing it on a miss; `None` when it does not parse.
-    fn parsed(&self, query: &str) -> Option<async_graphql::parser::types::ExecutableDocument> {
-        if let Some(document) = self.0.lock().get(query) {
+    fn parsed(&self, query: &str) -> Option<ExecutableDocument> {
+        if let Some(document) = self.by_text.lock().get(query) {
             metrics::counter!("api_query_documents_total", "cache" => "hit").increment(1);
             return Some(document.clone());
         }
         metrics::counter!("api_query_documents_total", "cache" => "miss").increment(1);
         let document = async_graphql::parser::parse_query(query).ok()?;
         if query.len() <= MAX_CACHED_QUERY_LEN {
-            let mut documents = self.0.lock();
+            let mut documents = self.by_text.lock();
             if documents.len() >= MAX_CACHED_DOCUMENTS {
                 documents.clear();
             }
@@ -637,6 +681,26 @@ impl DocumentCache {
         }
         Some(document)
     }
+}
+
+/// The SHA-256 named by a `persistedQuery` extension (`{"version": 1, "sha256Hash": hex}`).
+fn persisted_query_hash(extension: &async_graphql::Value) -> Result<[u8; 32], ApiError> {
+    let invalid =
+        |message: &str| ApiError::invalid_field("extensions.persistedQuery", message.to_owned());
+    let async_graphql::Value::Object(fields) = extension else {
+        return Err(invalid("give an object with version and sha256Hash"));
+    };
+    match fields.get("version") {
+        Some(async_graphql::Value::Number(n)) if n.as_i64() == Some(1) => {}
+        _ => return Err(invalid("only version 1 of persisted queries is supported")),
+    }
+    let Some(async_graphql::Value::String(hex_hash)) = fields.get("sha256Hash") else {
+        return Err(invalid("sha256Hash must be a string"));
+    };
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(hex_hash, &mut hash)
+        .map_err(|_| invalid("sha256Hash must be 64 hexadecimal digits"))?;
+    Ok(hash)
 }
 
 /// Open connections per client address, at most `max` each.
@@ -853,8 +917,8 @@ async fn graphql_post<E: Executor>(
                 .into_response();
         }
     };
-    if let Some(document) = state.documents.parsed(&request.query) {
-        request.set_parsed_query(document);
+    if let Err(error) = state.documents.prepare(&mut request) {
+        return error.into_response();
     }
     let context = RequestContext {
         request_id: Arc::clone(&caller.request_id),

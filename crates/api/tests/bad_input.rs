@@ -265,3 +265,70 @@ async fn payment_webhooks_must_be_signed_fresh_and_new() {
 
     app.stop().await;
 }
+
+/// Apollo's automatic persisted queries: a hash alone is `PERSISTED_QUERY_NOT_FOUND` until
+/// the query has been sent with it, then runs that query; a hash that is not the query's,
+/// or a malformed extension, is `INVALID_INPUT` and runs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persisted_queries_follow_apollos_protocol() {
+    use sha2::{Digest, Sha256};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = TestApp::spawn(dir.path()).await;
+    let query = "query Probe { __typename }";
+    let hash = hex::encode(Sha256::digest(query.as_bytes()));
+    let post = |body: serde_json::Value| {
+        let app = &app;
+        async move {
+            let response = app
+                .http
+                .post(app.url("/graphql"))
+                .json(&body)
+                .send()
+                .await
+                .expect("request sent");
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<serde_json::Value>().await.expect("JSON"),
+            )
+        }
+    };
+    let persisted = |hash: &str| json!({ "persistedQuery": { "version": 1, "sha256Hash": hash } });
+
+    // Unknown hash: the protocol's answer, which Apollo Client reads from a 200 body.
+    let (status, body) = post(json!({ "extensions": persisted(&hash) })).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(code(&body), "PERSISTED_QUERY_NOT_FOUND", "{body}");
+    assert_eq!(body["errors"][0]["message"], "PersistedQueryNotFound");
+
+    // A hash that is not the query's registers nothing.
+    let other = hex::encode(Sha256::digest(b"{ __schema { types { name } } }"));
+    let (_, body) = post(json!({ "query": query, "extensions": persisted(&other) })).await;
+    assert_eq!(code(&body), "INVALID_INPUT", "{body}");
+    let (_, body) = post(json!({ "extensions": persisted(&other) })).await;
+    assert_eq!(code(&body), "PERSISTED_QUERY_NOT_FOUND", "{body}");
+
+    // Malformed extensions.
+    for bad in [
+        json!({ "persistedQuery": { "version": 2, "sha256Hash": hash } }),
+        json!({ "persistedQuery": { "version": 1, "sha256Hash": "abc" } }),
+        json!({ "persistedQuery": { "version": 1 } }),
+        json!({ "persistedQuery": "yes" }),
+    ] {
+        let (status, body) = post(json!({ "query": query, "extensions": bad })).await;
+        assert_eq!(
+            (status, code(&body).as_str()),
+            (400, "INVALID_INPUT"),
+            "{body}"
+        );
+    }
+
+    // The query with its hash runs and registers it; then the hash alone runs it.
+    let (_, body) = post(json!({ "query": query, "extensions": persisted(&hash) })).await;
+    assert_eq!(body["data"]["__typename"], "Query", "{body}");
+    let (_, body) = post(json!({ "extensions": persisted(&hash), "variables": {} })).await;
+    assert_eq!(body["data"]["__typename"], "Query", "{body}");
+    assert!(body["errors"].is_null(), "{body}");
+    app.stop().await;
+}
