@@ -136,6 +136,23 @@ pub struct JwtCodec {
     /// a role granted or revoked after a token was issued takes effect at the next
     /// request, not at the next log-in, and a password change ends every older session.
     current: Option<CurrentAccount>,
+    /// Tokens whose signature and claims were verified, by their exact text: a buyer sends
+    /// the same token with every request, and checking its HMAC and decoding its claims
+    /// again costs more than the rest of authentication. Expiry and the account's current
+    /// session are still checked on every request.
+    verified: parking_lot::Mutex<std::collections::HashMap<Box<str>, VerifiedClaims>>,
+}
+
+/// Most tokens remembered as verified; the memory is dropped and refilled when full.
+const MAX_VERIFIED_TOKENS: usize = 16_384;
+
+/// What a verified token says, kept so that it is not verified again.
+#[derive(Debug, Clone)]
+struct VerifiedClaims {
+    sub: Uuid,
+    roles: Vec<Role>,
+    exp: i64,
+    sv: u32,
 }
 
 /// Looks up a user's roles and session (see [`Claims::sv`]) as they are now; `None` for a
@@ -169,6 +186,7 @@ impl JwtCodec {
             issuer,
             expiry,
             current: None,
+            verified: parking_lot::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -235,6 +253,38 @@ impl JwtCodec {
 
     /// Verifies `token` and returns who it names.
     pub fn verify(&self, token: &str) -> Result<AuthUser, AuthError> {
+        let claims = self.verified_claims(token)?;
+        let expires_at = Utc
+            .timestamp_opt(claims.exp, 0)
+            .single()
+            .ok_or(AuthError::Invalid)?;
+        let roles = match self.current.as_ref().and_then(|c| c(claims.sub)) {
+            Some((_, session)) if session != claims.sv => {
+                return Err(AuthError::SessionEnded);
+            }
+            Some((roles, _)) => roles,
+            None => claims.roles,
+        };
+        Ok(AuthUser {
+            user_id: claims.sub,
+            roles,
+            expires_at,
+            session: claims.sv,
+        })
+    }
+
+    /// The claims of `token`, verified now or at an earlier request; refused once expired
+    /// (with the same leeway as a first verification).
+    fn verified_claims(&self, token: &str) -> Result<VerifiedClaims, AuthError> {
+        let known = self.verified.lock().get(token).cloned();
+        if let Some(claims) = known {
+            let leeway = i64::try_from(self.validation.leeway).unwrap_or(i64::MAX);
+            if claims.exp < Utc::now().timestamp().saturating_sub(leeway) {
+                self.verified.lock().remove(token);
+                return Err(AuthError::Expired);
+            }
+            return Ok(claims);
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|error| match error.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
@@ -244,23 +294,18 @@ impl JwtCodec {
                 | ErrorKind::Utf8(_) => AuthError::Malformed,
                 _ => AuthError::Invalid,
             })?;
-        let expires_at = Utc
-            .timestamp_opt(data.claims.exp, 0)
-            .single()
-            .ok_or(AuthError::Invalid)?;
-        let roles = match self.current.as_ref().and_then(|c| c(data.claims.sub)) {
-            Some((_, session)) if session != data.claims.sv => {
-                return Err(AuthError::SessionEnded);
-            }
-            Some((roles, _)) => roles,
-            None => data.claims.roles,
+        let claims = VerifiedClaims {
+            sub: data.claims.sub,
+            roles: data.claims.roles,
+            exp: data.claims.exp,
+            sv: data.claims.sv,
         };
-        Ok(AuthUser {
-            user_id: data.claims.sub,
-            roles,
-            expires_at,
-            session: data.claims.sv,
-        })
+        let mut verified = self.verified.lock();
+        if verified.len() >= MAX_VERIFIED_TOKENS {
+            verified.clear();
+        }
+        verified.insert(token.into(), claims.clone());
+        Ok(claims)
     }
 
     /// The user of credentials verified earlier (a WebSocket's, at its `connection_init`)
@@ -714,6 +759,30 @@ mod tests {
             verified.expires_at,
             issued.expires_at.with_nanosecond(0).expect("valid")
         );
+    }
+
+    #[test]
+    fn a_token_verified_before_is_still_refused_once_expired_or_altered() {
+        let mut codec = JwtCodec::new(
+            &SecretString::from("test-secret-0123456789abcdef0123456789"),
+            "ticketing",
+            Duration::from_secs(1),
+        );
+        codec.validation.leeway = 0;
+        let user = Uuid::now_v7();
+        let issued = codec.issue(user, &[Role::Customer]).expect("issues");
+        assert_eq!(codec.verify(&issued.token).expect("valid").user_id, user);
+        assert_eq!(codec.verify(&issued.token).expect("remembered").user_id, user);
+
+        // One character changed in the signature, after the token was remembered.
+        let mut altered = issued.token.clone().into_bytes();
+        let last = altered.last_mut().expect("non-empty");
+        *last = if *last == b'A' { b'B' } else { b'A' };
+        let altered = String::from_utf8(altered).expect("ascii");
+        assert!(codec.verify(&altered).is_err());
+
+        std::thread::sleep(Duration::from_millis(2_100));
+        assert_eq!(codec.verify(&issued.token), Err(AuthError::Expired));
     }
 
     #[test]

@@ -823,8 +823,11 @@ impl Webhooks {
     }
 }
 
+/// A fresh provider id: time-ordered (UUIDv7), so that the ledger's unique indexes on
+/// charge and refund ids grow at their right edge instead of dirtying a random page for
+/// every row (about one 4 KiB log frame per charge saved).
 fn new_id(prefix: &str) -> String {
-    format!("{prefix}_{}", Uuid::new_v4().simple())
+    format!("{prefix}_{}", Uuid::now_v7().simple())
 }
 
 fn unix_now() -> i64 {
