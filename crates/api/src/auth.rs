@@ -772,7 +772,10 @@ mod tests {
         let user = Uuid::now_v7();
         let issued = codec.issue(user, &[Role::Customer]).expect("issues");
         assert_eq!(codec.verify(&issued.token).expect("valid").user_id, user);
-        assert_eq!(codec.verify(&issued.token).expect("remembered").user_id, user);
+        assert_eq!(
+            codec.verify(&issued.token).expect("remembered").user_id,
+            user
+        );
 
         // One character changed in the signature, after the token was remembered.
         let mut altered = issued.token.clone().into_bytes();
